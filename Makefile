@@ -1,0 +1,41 @@
+# vision-pipelines: `make run` and `make test` set up .venv themselves on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_USE_LEGACY_KERAS := 1
+
+.PHONY: setup run test lint format bench compile clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/vision-pipelines run $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/convert_throughput.py
+
+compile: $(STAMP)
+	$(VENV)/bin/vision-pipelines compile -o artifacts/shapes_segmentation_pipeline.yaml
+
+clean:
+	rm -rf artifacts .pytest_cache

@@ -1,0 +1,198 @@
+"""The thin KFP adapters of the steps: artifacts and parameters in, the step's `run(...)` called.
+
+Each op is a lightweight component whose body imports the step from this package, so the same
+graph runs under `kfp.local.SubprocessRunner` (the package is installed locally) and on a cluster
+(the package is installed in the image). `build_ops(image)` binds them to one container image.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+DEFAULT_IMAGE = "vision-pipelines:0.1.0"
+
+
+def convert_dataset_op(
+    source: str,
+    source_dir: str,
+    num_train: int,
+    num_validation: int,
+    image_height: int,
+    image_width: int,
+    seed: int,
+    num_shards: int,
+    compression: str,
+    beam_args: list,
+    dataset: Output[Dataset],
+) -> dict:
+    """Converts the source images to sharded TFRecords with Apache Beam."""
+    from components.convert_dataset import pipeline as convert
+
+    summary = convert.run(
+        source_dir=source_dir or None,
+        output_dir=dataset.path,
+        num_shards=num_shards,
+        compression=compression or None,
+        beam_args=list(beam_args),
+        source=source,
+        shapes_options={
+            "num_train": num_train,
+            "num_validation": num_validation,
+            "image_size": (image_height, image_width),
+            "seed": seed,
+        },
+    )
+    dataset.metadata["fingerprint"] = summary.get("fingerprint", "")
+    for split, info in summary.get("splits", {}).items():
+        dataset.metadata[f"{split}_records"] = info.get("records_written", 0)
+    return summary
+
+
+def train_op(
+    dataset: Input[Dataset],
+    experiment_yaml: str,
+    model: Output[Model],
+) -> dict:
+    """Trains the experiment on the dataset; the Model artifact holds checkpoints + SavedModel."""
+    import os
+    import tempfile
+
+    from components.train import run
+
+    os.makedirs(model.path, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(experiment_yaml)
+        config_path = f.name
+    summary = run(
+        dataset_dir=dataset.path,
+        model_dir=os.path.join(model.path, "checkpoints"),
+        export_dir=os.path.join(model.path, "saved_model"),
+        config_file=config_path,
+    )
+    os.unlink(config_path)
+    model.metadata["config_hash"] = summary["config_hash"]
+    model.metadata["framework"] = "tensorflow"
+    return summary
+
+
+def evaluate_op(
+    model: Input[Model],
+    dataset: Input[Dataset],
+    num_classes: int,
+    class_names: list,
+    ignore_label: int,
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+) -> dict:
+    """mIoU + per-class IoU of the exported SavedModel on the validation split."""
+    import os
+    import shutil
+    import tempfile
+
+    from components.evaluate import run
+
+    out = tempfile.mkdtemp(prefix="evaluate-")
+    result = run(
+        saved_model_dir=os.path.join(model.path, "saved_model"),
+        dataset_dir=dataset.path,
+        output_dir=out,
+        num_classes=num_classes,
+        class_names=list(class_names) or None,
+        ignore_label=ignore_label,
+    )
+    for key, value in result.items():
+        if isinstance(value, int | float):
+            metrics.log_metric(key, float(value))
+    shutil.copyfile(os.path.join(out, "report.md"), report.path)
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def validate_op(
+    metrics: dict,
+    metric_name: str,
+    min_value: float,
+    max_regression: float,
+    higher_is_better: bool,
+    registry_uri: str,
+    model_name: str,
+) -> NamedTuple("GateOutputs", [("passed", bool), ("reason", str)]):
+    """The gate: threshold + no regression against the registry's champion."""
+    from typing import NamedTuple
+
+    from components.validate import run
+
+    decision = run(
+        metrics=metrics,
+        metric_name=metric_name,
+        min_value=min_value,
+        registry_uri=registry_uri,
+        model_name=model_name,
+        max_regression=max_regression,
+        higher_is_better=higher_is_better,
+    )
+    print(("PASSED: " if decision.passed else "FAILED: ") + decision.reason)
+    outputs = NamedTuple("GateOutputs", [("passed", bool), ("reason", str)])
+    return outputs(bool(decision.passed), decision.reason)
+
+
+def push_op(
+    model: Input[Model],
+    dataset: Input[Dataset],
+    metrics: dict,
+    experiment_yaml: str,
+    registry_uri: str,
+    model_name: str,
+    alias: str,
+    code_version: str,
+    run_name: str,
+) -> dict:
+    """Registers the SavedModel with config, metrics and lineage; moves the alias to it."""
+    import os
+    import tempfile
+
+    from components.push_model import run
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(experiment_yaml)
+        config_path = f.name
+    lineage = {
+        "dataset_fingerprint": dataset.metadata.get("fingerprint", ""),
+        "dataset_uri": dataset.uri,
+        "config_hash": model.metadata.get("config_hash", ""),
+        "code_version": code_version,
+        "parent_run": run_name,
+        "model_uri": model.uri,
+    }
+    result = run(
+        saved_model_dir=os.path.join(model.path, "saved_model"),
+        registry_uri=registry_uri,
+        model_name=model_name,
+        config_path=config_path,
+        metrics=metrics,
+        lineage=lineage,
+        promote=True,
+        alias=alias,
+    )
+    os.unlink(config_path)
+    return result
+
+
+def build_ops(image: str | None = None) -> types.SimpleNamespace:
+    """The ops bound to one container image (the project's image by default)."""
+    image = image or DEFAULT_IMAGE
+
+    def make(fn):
+        return dsl.component(base_image=image, install_kfp_package=False)(fn)
+
+    return types.SimpleNamespace(
+        convert_dataset=make(convert_dataset_op),
+        train=make(train_op),
+        evaluate=make(evaluate_op),
+        validate=make(validate_op),
+        push=make(push_op),
+    )

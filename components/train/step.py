@@ -1,0 +1,73 @@
+"""Trains a vision_core experiment on a converted dataset and exports a SavedModel."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from components.common.io import split_pattern, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def run(
+    dataset_dir: str,
+    model_dir: str,
+    export_dir: str,
+    experiment: str | None = None,
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    mode: str = "train_and_eval",
+    progress=None,
+) -> dict[str, Any]:
+    """Trains from a config on `dataset_dir`'s train/validation shards and exports the model.
+
+    Args:
+      dataset_dir: output folder of the convert step (`train-*-of-*.tfrecord`, ...).
+      model_dir: checkpoints and summaries; training resumes from here if it holds a checkpoint,
+        so a retried step continues where it stopped.
+      export_dir: where the SavedModel (image-bytes signature) is written; must not exist yet.
+      experiment: registered experiment name (a YAML's `experiment:` key also works).
+      config_file: YAML experiment config.
+      overrides: nested dict or `dotted.key=value` strings, applied last.
+
+    Returns:
+      A summary: steps, final training/validation metrics, paths, config hash.
+    """
+    from vision_core.configs import load_experiment
+    from vision_core.hyperparams import parse_dotted
+    from vision_core.serving.export_saved_model_lib import export_inference_graph
+    from vision_core.training.trainer import run_experiment
+
+    if overrides is not None and not isinstance(overrides, Mapping):
+        overrides = parse_dotted(list(overrides))
+    params = load_experiment(experiment, [config_file] if config_file else [], overrides)
+    data = {
+        "task": {
+            "train_data": {"input_path": split_pattern(dataset_dir, "train")},
+            "validation_data": {"input_path": split_pattern(dataset_dir, "validation")},
+        }
+    }
+    params.override(data)
+    if overrides:  # Explicit overrides win over the dataset defaults.
+        params.override(dict(overrides))
+    result = run_experiment(params, model_dir, mode=mode, progress=progress)
+    export_inference_graph(
+        input_type="image_bytes",
+        batch_size=None,
+        input_image_size=list(params.task.model.input_size[:2]),
+        params=params,
+        checkpoint_path=model_dir,
+        export_dir=export_dir,
+    )
+    summary = {
+        "model_dir": model_dir,
+        "export_dir": export_dir,
+        "config_hash": params.fingerprint(),
+        "num_classes": params.task.model.num_classes,
+        **{k: v for k, v in result.items() if isinstance(v, int | float | str)},
+    }
+    write_json_atomic(os.path.join(model_dir, "train_summary.json"), summary)
+    return summary

@@ -1,0 +1,230 @@
+"""`vision-pipelines`: run pipelines locally, compile them, and reach each step directly.
+
+    vision-pipelines run [PIPELINE_CONFIG] [--set dotted.key=value ...]
+    vision-pipelines compile [PIPELINE_CONFIG] -o pipeline.yaml
+    vision-pipelines convert ...          (the Beam conversion step; --help for options)
+    vision-pipelines train ...            (python -m vision_core.train flags)
+    vision-pipelines evaluate --model SAVED_MODEL --dataset DIR --num-classes N
+    vision-pipelines registry list|show REGISTRY_URI MODEL [VERSION]
+    vision-pipelines experiments
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as `error: ...`, exit code 2, no traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vision-pipelines", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline end to end with the KFP local runner")
+    run.add_argument("config", nargs="?", help="pipeline config YAML (default: shapes segmentation)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a pipeline config value, e.g. gate.min_value=0.9")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    comp = sub.add_parser("compile", help="compile a pipeline config to KFP pipeline YAML")
+    comp.add_argument("config", nargs="?")
+    comp.add_argument("-o", "--output", required=True)
+    comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("convert", help="convert a dataset to TFRecords (Beam)", add_help=False)
+    sub.add_parser("train", help="train an experiment (python -m vision_core.train)",
+                   add_help=False)
+
+    ev = sub.add_parser("evaluate", help="evaluate an exported segmentation SavedModel")
+    ev.add_argument("--model", required=True, help="SavedModel folder")
+    ev.add_argument("--dataset", required=True, help="converted dataset folder")
+    ev.add_argument("--num-classes", type=int, required=True)
+    ev.add_argument("--class-names", default="", help="comma-separated")
+    ev.add_argument("--ignore-label", type=int, default=255)
+    ev.add_argument("--split", default="validation")
+    ev.add_argument("--output", default="evaluation")
+
+    reg = sub.add_parser("registry", help="inspect a model registry")
+    reg.add_argument("action", choices=["list", "show"])
+    reg.add_argument("uri")
+    reg.add_argument("model")
+    reg.add_argument("version", nargs="?", default=None, help="version number or alias")
+
+    sub.add_parser("experiments", help="list registered experiment configs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `convert` and `train` hand their arguments to the step's own parser.
+    debug = "--debug" in argv[:1]
+    rest = argv[1:] if debug else argv
+    if rest and rest[0] in ("convert", "train"):
+        return _delegate(rest[0], rest[1:])
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except Exception as err:  # noqa: BLE001 - the CLI boundary turns errors into messages.
+        if args.debug:
+            raise
+        from vision_core.hyperparams import ConfigError
+
+        known = (UserError, ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+        print(f"error: {err}", file=sys.stderr)
+        if not isinstance(err, known):
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return 2 if isinstance(err, known) else 1
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    if command == "convert":
+        from components.convert_dataset.__main__ import main as convert_main
+
+        return int(convert_main(argv) or 0)
+    from vision_core.train import main as train_main
+
+    return int(train_main(argv) or 0)
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    from vision_core.hyperparams import parse_dotted
+
+    return parse_dotted(pairs) if pairs else {}
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "compile":
+        return _cmd_compile(args)
+    if args.command == "evaluate":
+        from components.evaluate import run as evaluate
+
+        names = [n for n in args.class_names.split(",") if n] or None
+        metrics = evaluate(args.model, args.dataset, args.output, args.num_classes, names,
+                           args.ignore_label, args.split)
+        print(json.dumps(metrics, indent=2))
+        return 0
+    if args.command == "registry":
+        return _cmd_registry(args)
+    if args.command == "experiments":
+        from vision_core.configs import list_experiments
+
+        print("\n".join(list_experiments()))
+        return 0
+    raise UserError(f"unknown command {args.command}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.config import load_pipeline_config
+    from pipelines.local_run import run_local
+
+    config = load_pipeline_config(args.config, _overrides(args.set))
+    print(f"Running pipeline {config.name!r} locally (KFP SubprocessRunner)")
+    print(f"  pipeline root: {config.pipeline_root}")
+    print(f"  registry:      {config.registry.uri} (model {config.registry.model_name!r})")
+    tic = time.time()
+    summary = run_local(config)
+    summary["wall_seconds"] = round(time.time() - tic, 1)
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "steps"}, indent=2,
+                         default=str))
+    else:
+        print(format_summary(summary, config))
+    return 0
+
+
+def format_summary(summary: dict[str, Any], config) -> str:
+    metrics = summary.get("metrics") or {}
+    lines = ["", f"Pipeline {config.name!r} finished in {summary['wall_seconds']:.0f} s", ""]
+    if metrics:
+        lines.append(f"Validation ({metrics.get('num_examples', '?')} images):")
+        lines.append(f"  mean IoU        {metrics.get('mean_iou', float('nan')):.4f}")
+        lines.append(f"  pixel accuracy  {metrics.get('pixel_accuracy', float('nan')):.4f}")
+        for key, value in metrics.items():
+            if key.startswith("iou/"):
+                shown = "absent" if value is None else f"{value:.4f}"
+                lines.append(f"  IoU {key[4:]:<12}{shown}")
+    gate = summary.get("gate") or {}
+    verdict = "passed" if gate.get("passed") else "held back"
+    lines += ["", f"Gate: {verdict} — {gate.get('reason')}"]
+    reg = summary.get("registry") or {}
+    if reg.get("version") is not None:
+        lines.append(
+            f"Registry: {reg['uri']} model {reg['model_name']!r} version {reg['version']} "
+            f"(alias {config.registry.alias!r})"
+        )
+    else:
+        lines.append("Registry: nothing pushed")
+    lines += ["", "Artifacts:", f"  run folder  {summary.get('run_dir')}",
+              f"  report      {summary.get('report')}"]
+    train = summary.get("train") or {}
+    if train.get("export_dir"):
+        lines.append(f"  SavedModel  {train['export_dir']}")
+    return "\n".join(lines)
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from kfp import compiler
+
+    from pipelines.config import load_pipeline_config
+    from pipelines.training import build_pipeline
+
+    config = load_pipeline_config(args.config, _overrides(args.set))
+    pipeline = build_pipeline(config)
+    output = os.path.abspath(args.output)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    tmp = f"{output}.tmp.yaml"
+    compiler.Compiler().compile(pipeline, tmp)
+    os.replace(tmp, output)
+    print(f"Compiled {config.name!r} to {output}")
+    return 0
+
+
+def _cmd_registry(args: argparse.Namespace) -> int:
+    from components.registry import open_registry
+
+    registry = open_registry(args.uri)
+    if args.action == "list":
+        versions = registry.list_versions(args.model)
+        if not versions:
+            print(f"{args.model}: no versions in {args.uri}")
+            return 0
+        for v in versions:
+            aliases = ",".join(getattr(v, "aliases", []) or [])
+            metrics = getattr(v, "metrics", {}) or {}
+            miou = metrics.get("mean_iou")
+            shown = f"mean_iou={miou:.4f}" if isinstance(miou, int | float) else ""
+            print(f"v{v.version}\t{getattr(v, 'created_at', '')}\t{shown}\t{aliases}")
+        return 0
+    ref = args.version
+    if ref is None:
+        raise UserError("registry show: give a version number or an alias")
+    version = int(ref) if ref.isdigit() else registry.get_alias(args.model, ref)
+    record = registry.get_version(args.model, version)
+    print(json.dumps(_plain(record), indent=2, default=str))
+    return 0
+
+
+def _plain(record: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(record) if dataclasses.is_dataclass(record) else record
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Pipeline run configs: which data, which experiment, which gate, which registry.
+
+A pipeline config is YAML validated like an experiment config: unknown keys and wrong values are
+errors naming the dotted path. Relative paths inside it resolve against the YAML file's folder's
+project root (the folder holding `configs/`), so `vision-pipelines run` works from anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Literal
+
+from vision_core.configs.common import sub
+from vision_core.hyperparams import Config, ConfigError, read_yaml
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_PIPELINE_CONFIG = os.path.join(PROJECT_ROOT, "configs", "pipelines",
+                                       "shapes_segmentation.yaml")
+
+
+@dataclasses.dataclass
+class ShapesSource(Config):
+    num_train: int = 400
+    num_validation: int = 64
+    image_size: list[int] = dataclasses.field(default_factory=lambda: [128, 128])
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class DatasetConfig(Config):
+    source: Literal["shapes", "folders"] = "shapes"
+    source_dir: str = ""
+    shapes: ShapesSource = sub(ShapesSource)
+    num_shards: int = 4
+    compression: Literal["gzip"] | None = None
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+
+    def _validate(self, path: str) -> None:
+        prefix = f"{path}." if path else ""
+        if self.source == "folders" and not self.source_dir:
+            raise ConfigError(f"{prefix}source_dir: required when source is 'folders'")
+        if self.num_shards < 1:
+            raise ConfigError(f"{prefix}num_shards: expected >= 1, got {self.num_shards}")
+
+
+@dataclasses.dataclass
+class ExperimentRef(Config):
+    name: str | None = None
+    config_file: str | None = None
+    overrides: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class GateConfig(Config):
+    metric: str = "mean_iou"
+    min_value: float = 0.0
+    max_regression: float = 0.0
+    higher_is_better: bool = True
+
+
+@dataclasses.dataclass
+class RegistryConfig(Config):
+    uri: str = "artifacts/registry"
+    model_name: str = "model"
+    alias: str = "champion"
+
+
+@dataclasses.dataclass
+class PipelineConfig(Config):
+    name: str = "vision-pipeline"
+    task: Literal["segmentation"] = "segmentation"
+    dataset: DatasetConfig = sub(DatasetConfig)
+    experiment: ExperimentRef = sub(ExperimentRef)
+    gate: GateConfig = sub(GateConfig)
+    registry: RegistryConfig = sub(RegistryConfig)
+    pipeline_root: str = "artifacts/pipeline_root"
+    image: str | None = None
+    enable_caching: bool = False
+
+
+def load_pipeline_config(path: str | None = None, overrides: dict | None = None) -> PipelineConfig:
+    """Reads, validates and resolves the relative paths of a pipeline config."""
+    path = path or DEFAULT_PIPELINE_CONFIG
+    data = read_yaml(path)
+    try:
+        config = PipelineConfig.from_dict(data)
+        if overrides:
+            config.override(overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    base = _root_for(path)
+    for holder, attr in (
+        (config, "pipeline_root"),
+        (config.registry, "uri"),
+        (config.dataset, "source_dir"),
+        (config.experiment, "config_file"),
+    ):
+        value = getattr(holder, attr)
+        if value and "://" not in value and not os.path.isabs(value):
+            setattr(holder, attr, os.path.normpath(os.path.join(base, value)))
+    if config.experiment.config_file and not os.path.exists(config.experiment.config_file):
+        raise ConfigError(
+            f"{path}: experiment.config_file: {config.experiment.config_file} does not exist"
+        )
+    return config
+
+
+def _root_for(path: str) -> str:
+    """The folder above `configs/` if the file lives in one, else the file's own folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    probe = folder
+    while probe and probe != os.path.dirname(probe):
+        if os.path.basename(probe) == "configs":
+            return os.path.dirname(probe)
+        probe = os.path.dirname(probe)
+    return folder

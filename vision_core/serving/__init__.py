@@ -1,0 +1,1 @@
+"""SavedModel export with serving signatures (image tensors, encoded image bytes, tf.Examples)."""

@@ -1,0 +1,189 @@
+"""SavedModel export for segmentation models (Model Garden's `serving/export_saved_model_lib`).
+
+The exported model takes raw images, so callers never re-implement the training preprocessing:
+  * `image_bytes`: a batch of encoded JPEG/PNG strings, shape [B];
+  * `image_tensor`: uint8 images [B, H, W, 3];
+  * `tf_example`: serialized tf.Examples carrying `image/encoded`.
+Each returns `logits` at the model's input size, `image_info` ([B, 4, 2], Model Garden's layout),
+and `predicted_mask` (int32) in original-image pixels. Images of different sizes in one batch get
+masks padded to the largest with -1; a batch of one is exactly the image's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+
+from vision_core.dataloaders import tf_example_keys as keys
+from vision_core.hyperparams import save_yaml
+from vision_core.ops import preprocess_ops
+
+logger = logging.getLogger(__name__)
+
+INPUT_TYPES = ("image_tensor", "image_bytes", "tf_example")
+
+
+class SegmentationExportModule(tf.Module):
+    """Wraps a segmentation model with preprocessing and postprocessing for serving."""
+
+    def __init__(self, model: tf_keras.Model, input_image_size: list[int], num_channels: int = 3,
+                 rescale_output: bool = True):
+        super().__init__()
+        self.model = model
+        self._size = [int(s) for s in input_image_size[:2]]
+        self._channels = num_channels
+        self._rescale = rescale_output
+
+    def _preprocess(self, image: tf.Tensor):
+        image = tf.image.convert_image_dtype(image, tf.uint8)  # no-op for uint8
+        image = preprocess_ops.normalize_image(image)
+        image, image_info = preprocess_ops.resize_and_crop_image(
+            image, self._size, padded_size=self._size, aug_scale_min=1.0, aug_scale_max=1.0
+        )
+        image.set_shape(self._size + [self._channels])
+        return image, image_info
+
+    def _run(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """images: uint8 [B, H, W, C] (same size within the batch)."""
+        processed, image_info = tf.map_fn(
+            self._preprocess,
+            images,
+            fn_output_signature=(
+                tf.TensorSpec(self._size + [self._channels], tf.float32),
+                tf.TensorSpec([4, 2], tf.float32),
+            ),
+        )
+        return self._postprocess(processed, image_info)
+
+    def _postprocess(self, processed, image_info) -> dict[str, tf.Tensor]:
+        outputs = self.model(processed, training=False)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+        logits = tf.cast(logits, tf.float32)
+        logits = tf.image.resize(logits, self._size, method="bilinear")
+        result = {"logits": logits, "image_info": image_info}
+        if not self._rescale:
+            result["predicted_mask"] = tf.argmax(logits, -1, output_type=tf.int32)
+            return result
+        original = tf.cast(tf.round(image_info[:, 0, :]), tf.int32)
+        max_h = tf.reduce_max(original[:, 0])
+        max_w = tf.reduce_max(original[:, 1])
+
+        def to_original(args):
+            one_logits, info = args
+            scaled = tf.cast(tf.round(info[1]), tf.int32)
+            offset = tf.cast(tf.round(info[3]), tf.int32)
+            size = tf.cast(tf.round(info[0]), tf.int32)
+            valid = one_logits[offset[0] : offset[0] + scaled[0], offset[1] : offset[1] + scaled[1]]
+            resized = tf.image.resize(valid, size, method="bilinear")
+            mask = tf.argmax(resized, -1, output_type=tf.int32)
+            return tf.pad(
+                mask, [[0, max_h - size[0]], [0, max_w - size[1]]], constant_values=-1
+            )
+
+        result["predicted_mask"] = tf.map_fn(
+            to_original, (logits, image_info), fn_output_signature=tf.int32
+        )
+        return result
+
+    def _decode(self, encoded: tf.Tensor):
+        image = tf.io.decode_image(encoded, channels=self._channels, expand_animations=False)
+        processed, info = self._preprocess(image)
+        return processed, info
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    def serve_image_tensor(self, images):
+        return self._run(images)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve_image_bytes(self, image_bytes):
+        processed, image_info = tf.map_fn(
+            self._decode,
+            image_bytes,
+            fn_output_signature=(
+                tf.TensorSpec(self._size + [self._channels], tf.float32),
+                tf.TensorSpec([4, 2], tf.float32),
+            ),
+        )
+        return self._postprocess(processed, image_info)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve_tf_example(self, serialized):
+        parsed = tf.io.parse_example(
+            serialized, {keys.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
+        )
+        return self.serve_image_bytes(parsed[keys.IMAGE_ENCODED])
+
+    def signatures(self, input_type: str) -> dict[str, Any]:
+        if input_type not in INPUT_TYPES:
+            raise ValueError(f"input_type: expected one of {INPUT_TYPES}, got {input_type!r}")
+        fns = {
+            "image_tensor": self.serve_image_tensor,
+            "image_bytes": self.serve_image_bytes,
+            "tf_example": self.serve_tf_example,
+        }
+        sigs = {"serving_default": fns[input_type].get_concrete_function()}
+        for name, fn in fns.items():
+            sigs[f"serve_{name}"] = fn.get_concrete_function()
+        return sigs
+
+
+def export_inference_graph(
+    input_type: str,
+    batch_size: int | None,
+    input_image_size: list[int],
+    params: Any,
+    checkpoint_path: str | None,
+    export_dir: str,
+    model: tf_keras.Model | None = None,
+    num_channels: int = 3,
+) -> str:
+    """Builds (or takes) the model, restores weights and writes a SavedModel to `export_dir`.
+
+    The SavedModel is written to a temporary sibling folder and renamed into place, so a failed
+    export never leaves a directory that looks like a model. `params.yaml` is saved beside it.
+    Returns `export_dir`.
+    """
+    del batch_size  # Signatures accept any batch size.
+    if model is None:
+        from vision_core.tasks.factory import get_task
+
+        model = get_task(params.task).build_model()
+    if checkpoint_path:
+        path = checkpoint_path
+        if tf.io.gfile.isdir(path):
+            path = tf.train.latest_checkpoint(path)
+            if path is None:
+                raise FileNotFoundError(f"checkpoint_path: no checkpoint in {checkpoint_path}")
+        tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
+        logger.info("Restored model weights from %s", path)
+    rescale = getattr(getattr(params.task, "export_config", None), "rescale_output", True)
+    module = SegmentationExportModule(model, input_image_size, num_channels, rescale)
+    parent = os.path.dirname(os.path.abspath(export_dir)) if "://" not in export_dir else None
+    if parent is None:
+        tmp = f"{export_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    else:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        tf.saved_model.save(module, tmp, signatures=module.signatures(input_type))
+        save_yaml(params, os.path.join(tmp, "params.yaml"))
+        if tf.io.gfile.exists(export_dir) and not tf.io.gfile.listdir(export_dir):
+            tf.io.gfile.rmtree(export_dir)  # An empty placeholder (e.g. a KFP output path).
+        if tf.io.gfile.exists(export_dir):
+            raise FileExistsError(f"export_dir: {export_dir} already exists; choose a new folder")
+        tf.io.gfile.rename(tmp, export_dir)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            if parent is None:
+                tf.io.gfile.rmtree(tmp)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("Exported SavedModel (%s) to %s", input_type, export_dir)
+    return export_dir

@@ -1,0 +1,1 @@
+"""Tasks: the glue between a config and a model, its inputs, losses and metrics."""
