@@ -5,11 +5,8 @@ graph runs under `kfp.local.SubprocessRunner` (the package is installed locally)
 (the package is installed in the image). `build_ops(image)` binds them to one container image.
 """
 
-from __future__ import annotations
 
 import types
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -120,13 +117,16 @@ def validate_op(
     higher_is_better: bool,
     registry_uri: str,
     model_name: str,
-) -> NamedTuple("GateOutputs", [("passed", bool), ("reason", str)]):
-    """The gate: threshold + no regression against the registry's champion."""
-    from typing import NamedTuple
+    decision: Output[Markdown],
+) -> bool:
+    """The gate: threshold + no regression against the registry's champion.
 
+    Returns whether the model may be pushed (one `Output`, which `dsl.If` can test on every
+    runner); the reason goes to the `decision` artifact and its metadata.
+    """
     from components.validate import run
 
-    decision = run(
+    result = run(
         metrics=metrics,
         metric_name=metric_name,
         min_value=min_value,
@@ -135,9 +135,13 @@ def validate_op(
         max_regression=max_regression,
         higher_is_better=higher_is_better,
     )
-    print(("PASSED: " if decision.passed else "FAILED: ") + decision.reason)
-    outputs = NamedTuple("GateOutputs", [("passed", bool), ("reason", str)])
-    return outputs(bool(decision.passed), decision.reason)
+    verdict = "PASSED" if result.passed else "FAILED"
+    print(f"{verdict}: {result.reason}")
+    with open(decision.path, "w") as f:
+        f.write(f"# Validation gate: {verdict}\n\n{result.reason}\n")
+    decision.metadata["passed"] = bool(result.passed)
+    decision.metadata["reason"] = result.reason
+    return bool(result.passed)
 
 
 def push_op(

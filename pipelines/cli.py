@@ -141,8 +141,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = run_local(config)
     summary["wall_seconds"] = round(time.time() - tic, 1)
     if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "steps"}, indent=2,
-                         default=str))
+        # One line, last, so scripts can take the final line of the output.
+        print(json.dumps({k: v for k, v in summary.items() if k != "steps"}, default=str))
     else:
         print(format_summary(summary, config))
     return 0

@@ -93,7 +93,10 @@ def summarize_run(run_dir: str | None, config: PipelineConfig) -> dict[str, Any]
         "run_dir": run_dir,
         "steps": steps,
         "metrics": evaluate.get("Output", {}),
-        "gate": {"passed": validate.get("passed"), "reason": validate.get("reason")},
+        "gate": {
+            "passed": validate.get("Output"),
+            "reason": (validate.get("decision") or {}).get("metadata", {}).get("reason"),
+        },
         "registry": {
             "uri": config.registry.uri,
             "model_name": config.registry.model_name,

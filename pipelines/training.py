@@ -5,12 +5,11 @@ baked in as a pipeline-parameter default, so the compiled YAML is a complete, re
 of the run and the same object runs under `kfp.local` or on a cluster.
 """
 
-from __future__ import annotations
 
+import json
 import subprocess
 from typing import Any
 
-import yaml
 from kfp import dsl
 
 from components.kfp_ops import build_ops
@@ -67,7 +66,9 @@ def code_version() -> str:
 def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
     """A KFP pipeline for `config.task` (segmentation now)."""
     experiment = resolve_experiment(config)
-    experiment_yaml = yaml.safe_dump(experiment.as_dict(), sort_keys=False)
+    # One line of JSON (which is YAML): KFP copies parameter defaults into a comment header of
+    # the compiled file, and a multi-line default there breaks the YAML.
+    experiment_yaml = json.dumps(experiment.as_dict(), sort_keys=True)
     names = class_names(config, experiment)
     ops = build_ops(config.image)
     ds = config.dataset
@@ -136,7 +137,7 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
         ).set_display_name("validate")
         # Registry state changes between runs: never reuse a cached gate decision or push.
         validate.set_caching_options(False)
-        with dsl.If(validate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
+        with dsl.If(validate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
             push = ops.push(
                 model=train.outputs["model"],
                 dataset=convert.outputs["dataset"],

@@ -22,8 +22,9 @@ from components.common.io import split_pattern, write_json_atomic, write_text_at
 logger = logging.getLogger(__name__)
 
 
-def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int,
-                     ignore_label: int) -> np.ndarray:
+def confusion_matrix(
+    gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_label: int
+) -> np.ndarray:
     """[num_classes, num_classes] counts (rows: groundtruth, columns: prediction)."""
     valid = (gt != ignore_label) & (gt >= 0) & (gt < num_classes) & (pred >= 0)
     idx = gt[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)

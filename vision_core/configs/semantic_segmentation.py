@@ -251,6 +251,7 @@ def shapes_segmentation() -> SegmentationExperimentConfig:
                         "decoder_min_level": 2,
                         "decoder_max_level": 5,
                         "upsample_factor": 4,
+                        "num_decoder_filters": 64,
                     },
                     "norm_activation": {"norm_momentum": 0.9},
                 },

@@ -1,0 +1,50 @@
+"""Errors and the reasons a record can be rejected."""
+
+from __future__ import annotations
+
+
+class ConversionError(Exception):
+    """Bad user input to the conversion step (paths, options, strict-mode failures).
+
+    The message names the offending file, option or record and what was expected, so the CLI can
+    print it without a traceback.
+    """
+
+
+class BadRecordError(Exception):
+    """One input record cannot be converted; the run goes on and reports it.
+
+    Attributes:
+      reason: A short machine-readable reason from `REASONS`.
+      path: The file at fault (the image, the mask, or the mask path that was expected).
+      detail: A human-readable explanation.
+    """
+
+    def __init__(self, reason: str, path: str, detail: str):
+        super().__init__(f"{reason}: {path}: {detail}")
+        self.reason = reason
+        self.path = path
+        self.detail = detail
+
+
+IMAGE_CORRUPT = "image_corrupt"
+IMAGE_TRUNCATED = "image_truncated"
+MASK_MISSING = "mask_missing"
+MASK_CORRUPT = "mask_corrupt"
+MASK_TRUNCATED = "mask_truncated"
+MASK_NOT_SINGLE_CHANNEL = "mask_not_single_channel"
+MASK_NOT_8BIT = "mask_not_8bit"
+MASK_SIZE_MISMATCH = "mask_size_mismatch"
+DUPLICATE_STEM = "duplicate_stem"
+
+REASONS = (
+    IMAGE_CORRUPT,
+    IMAGE_TRUNCATED,
+    MASK_MISSING,
+    MASK_CORRUPT,
+    MASK_TRUNCATED,
+    MASK_NOT_SINGLE_CHANNEL,
+    MASK_NOT_8BIT,
+    MASK_SIZE_MISMATCH,
+    DUPLICATE_STEM,
+)

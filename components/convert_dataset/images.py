@@ -1,0 +1,127 @@
+"""Decoding and checking image and mask files before they become tf.Example features.
+
+Shared by every source that reads image files, so the same file is accepted or rejected with the
+same reason whichever dataset layout it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+from PIL import Image
+
+from components.convert_dataset import errors
+
+# Formats and colour modes that TensorFlow's `decode_image(channels=3)` reads as they are; any other
+# image is re-encoded as an RGB PNG so training never meets a file it cannot decode.
+_PASS_THROUGH = {"PNG": ("png", {"RGB", "RGBA", "L", "LA", "P"}), "JPEG": ("jpeg", {"RGB", "L"})}
+# Mask colour modes whose single band holds the class id: 8-bit grey, palette indices (VOC's
+# masks) and 1-bit.
+_MASK_MODES = {"L", "P", "1"}
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedImage:
+    """An accepted image: the bytes to store, their format, and the size in pixels."""
+
+    encoded: bytes
+    format: str  # 'png' | 'jpeg'
+    height: int
+    width: int
+
+
+def _looks_truncated(data: bytes, image_format: str | None, message: str) -> bool:
+    if "truncated" in message.lower():
+        return True
+    tail = data.rstrip(b"\0")
+    if image_format == "PNG":
+        return not tail.endswith(_PNG_END)
+    if image_format == "JPEG":
+        return not tail.endswith(_JPEG_END)
+    return False
+
+
+def _open(data: bytes, path: str, corrupt: str, truncated: str) -> Image.Image:
+    """Opens and fully decodes `data`, raising BadRecordError with the right reason on failure."""
+    image_format = None
+    try:
+        image = Image.open(io.BytesIO(data))
+        image_format = image.format
+        image.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files.
+        message = f"{type(e).__name__}: {e}"
+        if image_format is not None and _looks_truncated(data, image_format, message):
+            raise errors.BadRecordError(truncated, path, f"truncated file ({message})") from e
+        raise errors.BadRecordError(corrupt, path, f"cannot decode ({message})") from e
+    return image
+
+
+def decode_image(data: bytes, path: str) -> DecodedImage:
+    """Checks that `data` is a complete, decodable image.
+
+    PNG and JPEG files in modes TensorFlow reads are kept byte for byte; anything else (BMP, GIF,
+    CMYK JPEG, 16-bit, ...) is converted to an RGB PNG.
+
+    Raises:
+      BadRecordError: `image_corrupt` or `image_truncated`.
+    """
+    image = _open(data, path, errors.IMAGE_CORRUPT, errors.IMAGE_TRUNCATED)
+    width, height = image.size
+    kept = _PASS_THROUGH.get(image.format or "")
+    if kept is not None and image.mode in kept[1]:
+        return DecodedImage(data, kept[0], height, width)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return DecodedImage(buffer.getvalue(), "png", height, width)
+
+
+def decode_mask(data: bytes, path: str, expected_size: tuple[int, int]) -> np.ndarray:
+    """Decodes a class-id mask and checks it against its image.
+
+    Args:
+      data: The mask file's bytes.
+      path: The mask path, for error messages.
+      expected_size: (height, width) of the image.
+
+    Returns:
+      The class ids, uint8 [H, W] (palette masks give their palette indices, not colours).
+
+    Raises:
+      BadRecordError: `mask_corrupt`, `mask_truncated`, `mask_not_single_channel`,
+        `mask_not_8bit` or `mask_size_mismatch`.
+    """
+    image = _open(data, path, errors.MASK_CORRUPT, errors.MASK_TRUNCATED)
+    if image.mode not in _MASK_MODES:
+        bands = len(image.getbands())
+        if bands != 1:
+            raise errors.BadRecordError(
+                errors.MASK_NOT_SINGLE_CHANNEL,
+                path,
+                f"mask has mode {image.mode} with {bands} channels; expected one channel of "
+                "class ids (mode L or P)",
+            )
+        raise errors.BadRecordError(
+            errors.MASK_NOT_8BIT,
+            path,
+            f"mask has mode {image.mode}; expected 8-bit class ids (mode L or P)",
+        )
+    width, height = image.size
+    if (height, width) != tuple(expected_size):
+        raise errors.BadRecordError(
+            errors.MASK_SIZE_MISMATCH,
+            path,
+            f"mask is {height}x{width} (HxW) but its image is "
+            f"{expected_size[0]}x{expected_size[1]}",
+        )
+    return np.asarray(image, dtype=np.uint8)
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """A single-channel 8-bit PNG of class ids, the form Model Garden's decoders read."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(mask, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,83 @@
+"""Opening a registry from its URI: one explicit table of backends keyed by URI scheme."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Callable
+
+from components.registry.base import ModelRegistry, UnsupportedRegistryError
+from components.registry.local import LocalRegistry
+
+# scheme -> factory(uri) for implemented backends. A plain path has the scheme "".
+_BACKENDS: dict[str, Callable[[str], ModelRegistry]] = {}
+# Schemes that are part of the design but have no backend yet, with what they will address.
+_PLANNED = {
+    "gs": "a Google Cloud Storage prefix, gs://bucket/path",
+    "vertex": "the Vertex AI Model Registry, vertex://project/location",
+}
+
+
+def register_registry_backend(scheme: str, factory: Callable[[str], ModelRegistry]) -> None:
+    """Makes `open_registry` use `factory(uri)` for URIs of `scheme` (e.g. "gs").
+
+    Raises:
+      ValueError: the scheme already has a backend.
+    """
+    scheme = scheme.lower()
+    if scheme in _BACKENDS:
+        raise ValueError(f"registry scheme {scheme!r} already has a backend: {_BACKENDS[scheme]}")
+    _BACKENDS[scheme] = factory
+
+
+def _open_local(uri: str) -> ModelRegistry:
+    if uri.lower().startswith("file:"):
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(
+                f"registry URI {uri!r}: file URIs name a local path, as file:///abs/path "
+                f"(got host {parsed.netloc!r})"
+            )
+        return LocalRegistry(urllib.parse.unquote(parsed.path))
+    return LocalRegistry(uri)
+
+
+register_registry_backend("", _open_local)
+register_registry_backend("file", _open_local)
+
+
+def known_schemes() -> list[str]:
+    """The implemented URI schemes ("" being a plain path)."""
+    return sorted(_BACKENDS)
+
+
+def open_registry(uri: str | os.PathLike) -> ModelRegistry:
+    """Opens the registry that `uri` addresses.
+
+    Args:
+      uri: a local folder (`/data/registry`, `./registry`, `file:///data/registry`); later
+        `gs://bucket/prefix` and `vertex://project/location`.
+
+    Raises:
+      UnsupportedRegistryError: a planned but not yet implemented scheme (gs, vertex).
+      ValueError: an empty URI or an unknown scheme.
+    """
+    uri = os.fspath(uri)
+    if not uri:
+        raise ValueError("registry URI: empty; expected a folder path or file:///path")
+    scheme = ""
+    if "://" in uri or uri.lower().startswith("file:"):
+        scheme = urllib.parse.urlparse(uri).scheme.lower()
+    if scheme in _BACKENDS:
+        return _BACKENDS[scheme](uri)
+    implemented = "a plain path, " + ", ".join(f"{s}://" for s in known_schemes() if s)
+    if scheme in _PLANNED:
+        raise UnsupportedRegistryError(
+            f"registry URI {uri!r}: the {scheme}:// backend ({_PLANNED[scheme]}) is not "
+            f"implemented yet; implemented: {implemented}"
+        )
+    planned = ", ".join(f"{s}://" for s in sorted(_PLANNED))
+    raise ValueError(
+        f"registry URI {uri!r}: unknown scheme {scheme!r}; implemented: {implemented}; "
+        f"planned: {planned}"
+    )

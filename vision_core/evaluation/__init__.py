@@ -1,0 +1,1 @@
+"""Evaluation metrics (Model Garden's `official.vision.evaluation`)."""

@@ -1,0 +1,1 @@
+"""Losses (Model Garden's `official.vision.losses`)."""

@@ -1,0 +1,1 @@
+"""Models and their parts: backbones, decoders, heads, layers (Model Garden's `modeling`)."""

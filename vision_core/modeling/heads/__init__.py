@@ -1,0 +1,1 @@
+"""Task heads (`official.vision.modeling.heads`)."""

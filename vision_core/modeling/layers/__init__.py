@@ -1,0 +1,1 @@
+"""Layers and blocks shared by backbones, decoders and heads."""

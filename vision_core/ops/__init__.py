@@ -1,0 +1,1 @@
+"""Tensor ops: preprocessing and augmentation (Model Garden's `official.vision.ops`)."""
