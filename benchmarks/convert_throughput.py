@@ -30,30 +30,47 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "src")
         tic = time.perf_counter()
-        generate_shapes_dataset(src, num_train=args.num_images, num_validation=0,
-                                image_size=(args.image_size, args.image_size), seed=0)
+        generate_shapes_dataset(
+            src,
+            num_train=args.num_images,
+            num_validation=0,
+            image_size=(args.image_size, args.image_size),
+            seed=0,
+        )
         generate_s = time.perf_counter() - tic
-        beam_args = [f"--direct_running_mode={args.running_mode}",
-                     f"--direct_num_workers={args.workers}"]
+        beam_args = [
+            f"--direct_running_mode={args.running_mode}",
+            f"--direct_num_workers={args.workers}",
+        ]
         tic = time.perf_counter()
-        summary = convert.run(src, os.path.join(tmp, "out"), splits=("train",),
-                              num_shards=args.num_shards, beam_args=beam_args)
+        summary = convert.run(
+            src,
+            os.path.join(tmp, "out"),
+            splits=("train",),
+            num_shards=args.num_shards,
+            beam_args=beam_args,
+        )
         convert_s = time.perf_counter() - tic
     written = summary["splits"]["train"]["records_written"]
-    print(json.dumps({
-        "benchmark": "convert_throughput",
-        "command": "python benchmarks/convert_throughput.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "images": written,
-        "image_size": args.image_size,
-        "running_mode": args.running_mode,
-        "workers": args.workers,
-        "convert_seconds": round(convert_s, 2),
-        "images_per_second": round(written / convert_s, 1),
-        "generate_seconds": round(generate_s, 2),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "convert_throughput",
+                "command": "python benchmarks/convert_throughput.py "
+                + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+                "images": written,
+                "image_size": args.image_size,
+                "running_mode": args.running_mode,
+                "workers": args.workers,
+                "convert_seconds": round(convert_s, 2),
+                "images_per_second": round(written / convert_s, 1),
+                "generate_seconds": round(generate_s, 2),
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

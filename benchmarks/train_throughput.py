@@ -34,8 +34,9 @@ def main() -> None:
     size = list(params.task.model.input_size[:2])
     with tempfile.TemporaryDirectory() as tmp:
         src, data = os.path.join(tmp, "src"), os.path.join(tmp, "data")
-        generate_shapes_dataset(src, num_train=args.num_images, num_validation=8,
-                                image_size=tuple(size), seed=0)
+        generate_shapes_dataset(
+            src, num_train=args.num_images, num_validation=8, image_size=tuple(size), seed=0
+        )
         convert.run(src, data, num_shards=2)
         params.override({"task": {"train_data": {"input_path": split_pattern(data, "train")}}})
         trainer = Trainer(params, os.path.join(tmp, "model"))
@@ -44,21 +45,26 @@ def main() -> None:
         trainer.train(args.steps)
         seconds = time.perf_counter() - tic
     batch = params.task.train_data.global_batch_size
-    print(json.dumps({
-        "benchmark": "train_throughput",
-        "command": f"python benchmarks/train_throughput.py --config {args.config} "
-                   f"--steps {args.steps} --warmup-steps {args.warmup_steps}",
-        "model": "resnet{}+{}".format(params.task.model.backbone.get().model_id,
-                                      params.task.model.decoder.type),
-        "input_size": size,
-        "global_batch_size": batch,
-        "steps": args.steps,
-        "seconds": round(seconds, 2),
-        "steps_per_second": round(args.steps / seconds, 3),
-        "images_per_second": round(args.steps * batch / seconds, 1),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_throughput",
+                "command": f"python benchmarks/train_throughput.py --config {args.config} "
+                f"--steps {args.steps} --warmup-steps {args.warmup_steps}",
+                "model": f"resnet{params.task.model.backbone.get().model_id}"
+                f"+{params.task.model.decoder.type}",
+                "input_size": size,
+                "global_batch_size": batch,
+                "steps": args.steps,
+                "seconds": round(seconds, 2),
+                "steps_per_second": round(args.steps / seconds, 3),
+                "images_per_second": round(args.steps * batch / seconds, 1),
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ graph runs under `kfp.local.SubprocessRunner` (the package is installed locally)
 (the package is installed in the image). `build_ops(image)` binds them to one container image.
 """
 
-
 import types
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 

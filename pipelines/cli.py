@@ -1,12 +1,12 @@
 """`vision-pipelines`: run pipelines locally, compile them, and reach each step directly.
 
-    vision-pipelines run [PIPELINE_CONFIG] [--set dotted.key=value ...]
-    vision-pipelines compile [PIPELINE_CONFIG] -o pipeline.yaml
-    vision-pipelines convert ...          (the Beam conversion step; --help for options)
-    vision-pipelines train ...            (python -m vision_core.train flags)
-    vision-pipelines evaluate --model SAVED_MODEL --dataset DIR --num-classes N
-    vision-pipelines registry list|show REGISTRY_URI MODEL [VERSION]
-    vision-pipelines experiments
+vision-pipelines run [PIPELINE_CONFIG] [--set dotted.key=value ...]
+vision-pipelines compile [PIPELINE_CONFIG] -o pipeline.yaml
+vision-pipelines convert ...          (the Beam conversion step; --help for options)
+vision-pipelines train ...            (python -m vision_core.train flags)
+vision-pipelines evaluate --model SAVED_MODEL --dataset DIR --num-classes N
+vision-pipelines registry list|show REGISTRY_URI MODEL [VERSION]
+vision-pipelines experiments
 """
 
 from __future__ import annotations
@@ -27,15 +27,25 @@ class UserError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vision-pipelines", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vision-pipelines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a pipeline end to end with the KFP local runner")
-    run.add_argument("config", nargs="?", help="pipeline config YAML (default: shapes segmentation)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a pipeline config value, e.g. gate.min_value=0.9")
+    run.add_argument(
+        "config", nargs="?", help="pipeline config YAML (default: shapes segmentation)"
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a pipeline config value, e.g. gate.min_value=0.9",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     comp = sub.add_parser("compile", help="compile a pipeline config to KFP pipeline YAML")
@@ -44,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     sub.add_parser("convert", help="convert a dataset to TFRecords (Beam)", add_help=False)
-    sub.add_parser("train", help="train an experiment (python -m vision_core.train)",
-                   add_help=False)
+    sub.add_parser(
+        "train", help="train an experiment (python -m vision_core.train)", add_help=False
+    )
 
     ev = sub.add_parser("evaluate", help="evaluate an exported segmentation SavedModel")
     ev.add_argument("--model", required=True, help="SavedModel folder")
@@ -74,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if rest and rest[0] in ("convert", "train"):
         return _delegate(rest[0], rest[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return _dispatch(args)
     except Exception as err:  # noqa: BLE001 - the CLI boundary turns errors into messages.
@@ -115,8 +128,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from components.evaluate import run as evaluate
 
         names = [n for n in args.class_names.split(",") if n] or None
-        metrics = evaluate(args.model, args.dataset, args.output, args.num_classes, names,
-                           args.ignore_label, args.split)
+        metrics = evaluate(
+            args.model,
+            args.dataset,
+            args.output,
+            args.num_classes,
+            names,
+            args.ignore_label,
+            args.split,
+        )
         print(json.dumps(metrics, indent=2))
         return 0
     if args.command == "registry":
@@ -170,8 +190,12 @@ def format_summary(summary: dict[str, Any], config) -> str:
         )
     else:
         lines.append("Registry: nothing pushed")
-    lines += ["", "Artifacts:", f"  run folder  {summary.get('run_dir')}",
-              f"  report      {summary.get('report')}"]
+    lines += [
+        "",
+        "Artifacts:",
+        f"  run folder  {summary.get('run_dir')}",
+        f"  report      {summary.get('report')}",
+    ]
     train = summary.get("train") or {}
     if train.get("export_dir"):
         lines.append(f"  SavedModel  {train['export_dir']}")

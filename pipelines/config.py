@@ -15,8 +15,9 @@ from vision_core.configs.common import sub
 from vision_core.hyperparams import Config, ConfigError, read_yaml
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_PIPELINE_CONFIG = os.path.join(PROJECT_ROOT, "configs", "pipelines",
-                                       "shapes_segmentation.yaml")
+DEFAULT_PIPELINE_CONFIG = os.path.join(
+    PROJECT_ROOT, "configs", "pipelines", "shapes_segmentation.yaml"
+)
 
 
 @dataclasses.dataclass

@@ -41,7 +41,9 @@ def run_local(config: PipelineConfig) -> dict[str, Any]:
         pipeline()
     except Exception as err:  # kfp raises RuntimeError with the failing task's name.
         run_dir = _new_run_dir(root, before)
-        raise PipelineRunError(f"pipeline {config.name!r} failed: {err} (run folder: {run_dir})")
+        raise PipelineRunError(
+            f"pipeline {config.name!r} failed: {err} (run folder: {run_dir})"
+        ) from None
     run_dir = _new_run_dir(root, before)
     return summarize_run(run_dir, config)
 

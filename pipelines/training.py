@@ -5,7 +5,6 @@ baked in as a pipeline-parameter default, so the compiled YAML is a complete, re
 of the run and the same object runs under `kfp.local` or on a cluster.
 """
 
-
 import json
 import subprocess
 from typing import Any
@@ -77,8 +76,11 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
     reg = config.registry
     version = code_version()
 
-    @dsl.pipeline(name=config.name, description=f"{config.task}: convert → train → evaluate → "
-                  "validate → push", pipeline_root=config.pipeline_root)
+    @dsl.pipeline(
+        name=config.name,
+        description=f"{config.task}: convert → train → evaluate → validate → push",
+        pipeline_root=config.pipeline_root,
+    )
     def training_pipeline(
         source: str = ds.source,
         source_dir: str = ds.source_dir,
@@ -89,10 +91,10 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
         seed: int = shapes.seed,
         num_shards: int = ds.num_shards,
         compression: str = ds.compression or "",
-        beam_args: list = list(ds.beam_args),
+        beam_args: list = list(ds.beam_args),  # noqa: B006 - KFP reads defaults from here
         experiment_yaml: str = experiment_yaml,
         num_classes: int = experiment.task.model.num_classes,
-        class_names: list = names,
+        class_names: list = names,  # noqa: B006
         ignore_label: int = experiment.task.losses.ignore_label,
         gate_metric: str = gate.metric,
         gate_min_value: float = gate.min_value,

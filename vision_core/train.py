@@ -15,17 +15,30 @@ from vision_core.hyperparams import ConfigError, parse_override_string
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vision_core.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default=None,
-                        help="registered experiment name (see --list_experiments)")
-    parser.add_argument("--mode", default="train_and_eval",
-                        choices=["train", "eval", "train_and_eval"])
+    parser = argparse.ArgumentParser(
+        prog="python -m vision_core.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--experiment", default=None, help="registered experiment name (see --list_experiments)"
+    )
+    parser.add_argument(
+        "--mode", default="train_and_eval", choices=["train", "eval", "train_and_eval"]
+    )
     parser.add_argument("--model_dir", required=False, help="checkpoints, summaries, params.yaml")
-    parser.add_argument("--config_file", action="append", default=[],
-                        help="YAML config; may be given several times, later files win")
-    parser.add_argument("--params_override", action="append", default=[],
-                        help="a=b,c.d=e pairs, a YAML mapping or a YAML file; applied last")
+    parser.add_argument(
+        "--config_file",
+        action="append",
+        default=[],
+        help="YAML config; may be given several times, later files win",
+    )
+    parser.add_argument(
+        "--params_override",
+        action="append",
+        default=[],
+        help="a=b,c.d=e pairs, a YAML mapping or a YAML file; applied last",
+    )
     parser.add_argument("--list_experiments", action="store_true")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

@@ -32,8 +32,10 @@ def _tiny_configs(tmp_path):
             "validation_interval": 4,
             "steps_per_loop": 2,
             "checkpoint_interval": 2,
-            "optimizer_config": {"learning_rate": {"cosine": {"decay_steps": 4}},
-                                 "warmup": {"linear": {"warmup_steps": 1}}},
+            "optimizer_config": {
+                "learning_rate": {"cosine": {"decay_steps": 4}},
+                "warmup": {"linear": {"warmup_steps": 1}},
+            },
         },
     }
     exp_path = tmp_path / "configs" / "experiments" / "tiny.yaml"
@@ -67,7 +69,10 @@ def test_pipeline_runs_end_to_end_and_the_gate_guards_the_champion(tmp_path, cap
     assert 0.0 <= metrics["mean_iou"] <= 1.0
     assert metrics["num_examples"] == 4
     assert set(k for k in metrics if k.startswith("iou/")) == {
-        "iou/background", "iou/circle", "iou/square", "iou/triangle"
+        "iou/background",
+        "iou/circle",
+        "iou/square",
+        "iou/triangle",
     }
     assert summary["gate"]["passed"] is True
     assert summary["registry"]["version"] == 1

@@ -118,9 +118,7 @@ class ExponentialLrConfig(Config):
 
 @dataclasses.dataclass
 class LrConfig(OneOfConfig):
-    type: Literal["constant", "stepwise", "polynomial", "cosine", "exponential"] | None = (
-        "constant"
-    )
+    type: Literal["constant", "stepwise", "polynomial", "cosine", "exponential"] | None = "constant"
     constant: ConstantLrConfig = sub(ConstantLrConfig)
     stepwise: StepwiseLrConfig = sub(StepwiseLrConfig)
     polynomial: PolynomialLrConfig = sub(PolynomialLrConfig)

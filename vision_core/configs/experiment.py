@@ -75,7 +75,7 @@ def load_experiment(
         data = read_yaml(path)
         layers.append((path, data))
     base = experiment
-    for path, data in layers:
+    for _, data in layers:
         named = data.pop("experiment", None)
         if named and not base:
             base = str(named)

@@ -9,9 +9,6 @@ from vision_core.configs import backbones, decoders
 from vision_core.configs.common import (
     DataConfig,
     NormActivation,
-    OptimizationConfig,
-    RuntimeConfig,
-    TrainerConfig,
     sub,
 )
 from vision_core.configs.experiment import ExperimentConfig, register_config_factory
@@ -151,7 +148,7 @@ def semantic_segmentation() -> SegmentationExperimentConfig:
 
 @register_config_factory("seg_deeplabv3plus_pascal")
 def seg_deeplabv3plus_pascal() -> SegmentationExperimentConfig:
-    """DeepLabV3+ on a dilated ResNet-101 for Pascal VOC (Model Garden's experiment of that name)."""
+    """DeepLabV3+ on a dilated ResNet-101 for Pascal VOC (Model Garden's experiment name)."""
     image_size = [512, 512]
     steps_per_epoch = 10582 // 16
     exp = SegmentationExperimentConfig()

@@ -1,4 +1,7 @@
-"""Configs in the Model Garden shape (`official.modeling.hyperparams` → `vision_core.hyperparams`)."""
+"""Configs in the Model Garden shape.
+
+`official.modeling.hyperparams` → `vision_core.hyperparams`.
+"""
 
 from vision_core.hyperparams.base_config import (
     Config,

@@ -72,8 +72,10 @@ class Config:
             current = getattr(self, key)
             hint = fields[key]
             sub_path = _join(path, key)
-            if isinstance(current, Config) and dataclasses.is_dataclass(current) and isinstance(
-                value, Mapping
+            if (
+                isinstance(current, Config)
+                and dataclasses.is_dataclass(current)
+                and isinstance(value, Mapping)
             ):
                 current._apply(value, sub_path)
             else:
@@ -284,7 +286,8 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
                 return option
         raise ConfigError(
             f"{path}: invalid value {value!r}. Allowed values: "
-            f"{', '.join(repr(a) for a in allowed)}.{_closest(str(value), [str(a) for a in allowed])}"
+            f"{', '.join(repr(a) for a in allowed)}."
+            f"{_closest(str(value), [str(a) for a in allowed])}"
         )
     if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
         if isinstance(value, str) or not isinstance(value, list | tuple):

@@ -177,7 +177,7 @@ class SegmentationLoss:
         """
         flat = tf.reshape(pixelwise_loss, [-1])
         k = tf.cast(self._top_k_percent_pixels * tf.cast(tf.size(flat), tf.float32), tf.int32)
-        top_k, _ = tf.math.top_k(flat, k=k)
+        top_k = tf.math.top_k(flat, k=k).values
         normalizer = tf.cast(k, top_k.dtype)
         if num_valid_pixels is not None:
             normalizer = tf.minimum(normalizer, tf.cast(num_valid_pixels, top_k.dtype))
@@ -343,7 +343,7 @@ class SegmentationLosses(tf_keras.losses.Loss):
         if cfg["top_k_percent_pixels"] < 1.0:
             flat = tf.reshape(pixel_loss, [-1])
             k = tf.cast(cfg["top_k_percent_pixels"] * tf.cast(tf.size(flat), tf.float32), tf.int32)
-            top_k, _ = tf.math.top_k(flat, k=k)
+            top_k = tf.math.top_k(flat, k=k).values
             normalizer = tf.minimum(tf.cast(k, tf.float32), num_valid)
             return tf.reduce_sum(top_k) / (normalizer + EPSILON)
         return tf.reduce_sum(pixel_loss) / (num_valid + EPSILON)

@@ -33,8 +33,13 @@ INPUT_TYPES = ("image_tensor", "image_bytes", "tf_example")
 class SegmentationExportModule(tf.Module):
     """Wraps a segmentation model with preprocessing and postprocessing for serving."""
 
-    def __init__(self, model: tf_keras.Model, input_image_size: list[int], num_channels: int = 3,
-                 rescale_output: bool = True):
+    def __init__(
+        self,
+        model: tf_keras.Model,
+        input_image_size: list[int],
+        num_channels: int = 3,
+        rescale_output: bool = True,
+    ):
         super().__init__()
         self.model = model
         self._size = [int(s) for s in input_image_size[:2]]
@@ -83,9 +88,7 @@ class SegmentationExportModule(tf.Module):
             valid = one_logits[offset[0] : offset[0] + scaled[0], offset[1] : offset[1] + scaled[1]]
             resized = tf.image.resize(valid, size, method="bilinear")
             mask = tf.argmax(resized, -1, output_type=tf.int32)
-            return tf.pad(
-                mask, [[0, max_h - size[0]], [0, max_w - size[1]]], constant_values=-1
-            )
+            return tf.pad(mask, [[0, max_h - size[0]], [0, max_w - size[1]]], constant_values=-1)
 
         result["predicted_mask"] = tf.map_fn(
             to_original, (logits, image_info), fn_output_signature=tf.int32
@@ -161,7 +164,9 @@ def export_inference_graph(
             path = tf.train.latest_checkpoint(path)
             if path is None:
                 raise FileNotFoundError(f"checkpoint_path: no checkpoint in {checkpoint_path}")
-        tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
+        tf.train.Checkpoint(model=model).read(
+            path
+        ).expect_partial().assert_existing_objects_matched()
         logger.info("Restored model weights from %s", path)
     rescale = getattr(getattr(params.task, "export_config", None), "rescale_output", True)
     module = SegmentationExportModule(model, input_image_size, num_channels, rescale)

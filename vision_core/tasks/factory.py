@@ -17,4 +17,6 @@ def get_task(task_config: Any, logging_dir: str | None = None) -> Task:
         if isinstance(task_config, cfg_type):
             return task_type(task_config, logging_dir=logging_dir)
     known = ", ".join(t.__name__ for t in table)
-    raise ValueError(f"task: no task is registered for {type(task_config).__name__}; known: {known}")
+    raise ValueError(
+        f"task: no task is registered for {type(task_config).__name__}; known: {known}"
+    )

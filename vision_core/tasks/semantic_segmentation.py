@@ -21,8 +21,12 @@ logger = logging.getLogger(__name__)
 class SemanticSegmentationTask(Task):
     """Builds the segmentation model, its inputs, the loss and mIoU metrics from a config."""
 
-    def __init__(self, params: exp_cfg.SemanticSegmentationTask, logging_dir: str | None = None,
-                 name: str | None = None):
+    def __init__(
+        self,
+        params: exp_cfg.SemanticSegmentationTask,
+        logging_dir: str | None = None,
+        name: str | None = None,
+    ):
         super().__init__(params, logging_dir, name)
         self._loss_fn = None
 

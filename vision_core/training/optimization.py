@@ -13,8 +13,14 @@ from vision_core.hyperparams import get_subconfig
 class LinearWarmup(tf_keras.optimizers.schedules.LearningRateSchedule):
     """Linear ramp from `warmup_learning_rate` to the schedule's value at `warmup_steps`."""
 
-    def __init__(self, after_warmup, warmup_steps: int, warmup_learning_rate: float = 0.0,
-                 power: float = 1.0, name: str = "linear_warmup"):
+    def __init__(
+        self,
+        after_warmup,
+        warmup_steps: int,
+        warmup_learning_rate: float = 0.0,
+        power: float = 1.0,
+        name: str = "linear_warmup",
+    ):
         super().__init__()
         if isinstance(after_warmup, dict):
             after_warmup = tf_keras.optimizers.schedules.deserialize(after_warmup)

@@ -55,8 +55,13 @@ def get_strategy(runtime) -> tf.distribute.Strategy:
 class Trainer:
     """Owns the model, optimizer, checkpoint manager and the compiled step loops."""
 
-    def __init__(self, params: ExperimentConfig, model_dir: str, task: Task | None = None,
-                 progress: ProgressFn | None = None):
+    def __init__(
+        self,
+        params: ExperimentConfig,
+        model_dir: str,
+        task: Task | None = None,
+        progress: ProgressFn | None = None,
+    ):
         self.params = params
         self.model_dir = model_dir
         self.progress = progress
@@ -263,7 +268,9 @@ def _maybe_export_best(trainer, model_dir, cfg, eval_logs, best, step):
         )
     value = eval_logs[name]
     better = best is None or (
-        value > best["value"] if cfg.best_checkpoint_metric_comp == "higher" else value < best["value"]
+        value > best["value"]
+        if cfg.best_checkpoint_metric_comp == "higher"
+        else value < best["value"]
     )
     if not better:
         return best

@@ -66,13 +66,20 @@ def test_free_form_config_like_the_tutorial():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"backbone": {"type": "resnett"}}, "backbone.type: unknown type 'resnett'. Allowed types: "
-         "resnet, spinenet. Did you mean 'resnet'?"),
-        ({"backbone": {"resnet": {"model_id": 19}}}, "backbone.resnet.model_id: invalid value 19. "
-         "Allowed values: 18, 50."),
+        (
+            {"backbone": {"type": "resnett"}},
+            "backbone.type: unknown type 'resnett'. Allowed types: "
+            "resnet, spinenet. Did you mean 'resnet'?",
+        ),
+        (
+            {"backbone": {"resnet": {"model_id": 19}}},
+            "backbone.resnet.model_id: invalid value 19. Allowed values: 18, 50.",
+        ),
         ({"backbone": {"resnet": {"modelid": 18}}}, "backbone.resnet.modelid: unknown key"),
-        ({"backbone": {"resnet": {"se_ratio": "high"}}}, "backbone.resnet.se_ratio: expected a "
-         "number, got 'high'"),
+        (
+            {"backbone": {"resnet": {"se_ratio": "high"}}},
+            "backbone.resnet.se_ratio: expected a number, got 'high'",
+        ),
         ({"input_size": "128"}, "input_size: expected a list"),
         ({"input_size": [128, "x"]}, "input_size[1]: expected an integer"),
         ({"use_bn": "yes"}, "use_bn: expected true or false"),
