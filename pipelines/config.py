@@ -22,9 +22,9 @@ DEFAULT_PIPELINE_CONFIG = os.path.join(
 
 @dataclasses.dataclass
 class ShapesSource(Config):
-    num_train: int = 400
-    num_validation: int = 64
-    image_size: list[int] = dataclasses.field(default_factory=lambda: [128, 128])
+    num_train: int = 1000
+    num_validation: int = 100
+    image_size: list[int] = dataclasses.field(default_factory=lambda: [96, 96])
     seed: int = 0
 
 

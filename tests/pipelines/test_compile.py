@@ -16,7 +16,7 @@ def test_default_pipeline_compiles_to_the_five_step_graph(tmp_path):
     condition = [t for t in tasks.values() if "triggerPolicy" in t]
     assert condition and "validate-op-Output" in condition[0]["triggerPolicy"]["condition"]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["gate_min_value"]["defaultValue"] == 0.85
+    assert params["gate_min_value"]["defaultValue"] == 0.6
     assert params["num_classes"]["defaultValue"] == 4
     # The experiment config travels inside the pipeline, fully resolved.
     exp = yaml.safe_load(params["experiment_yaml"]["defaultValue"])

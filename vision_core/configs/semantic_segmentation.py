@@ -227,8 +227,13 @@ def seg_deeplabv3plus_pascal() -> SegmentationExperimentConfig:
 
 @register_config_factory("shapes_segmentation")
 def shapes_segmentation() -> SegmentationExperimentConfig:
-    """The built-in shapes dataset: a small ResNet-18 + FPN segmenter that trains on 2 CPU cores."""
-    image_size = [128, 128]
+    """The built-in shapes dataset: a half-width ResNet-18 + FPN segmenter for 2 CPU cores.
+
+    Trained from scratch (no pretrained weights are downloaded): SGD with momentum, a cosine
+    schedule and 2,000 steps of batch 8 at 96x96 take about 6 minutes on 2 cores.
+    """
+    image_size = [96, 96]
+    steps = 2000
     exp = SegmentationExperimentConfig()
     exp.override(
         {
@@ -238,7 +243,10 @@ def shapes_segmentation() -> SegmentationExperimentConfig:
                     "input_size": image_size + [3],
                     "min_level": 2,
                     "max_level": 5,
-                    "backbone": {"type": "resnet", "resnet": {"model_id": 18}},
+                    "backbone": {
+                        "type": "resnet",
+                        "resnet": {"model_id": 18, "depth_multiplier": 0.5},
+                    },
                     "decoder": {"type": "fpn", "fpn": {"num_filters": 64}},
                     "head": {
                         "level": 2,
@@ -255,7 +263,7 @@ def shapes_segmentation() -> SegmentationExperimentConfig:
                 "losses": {"l2_weight_decay": 1e-5, "ignore_label": 255},
                 "train_data": {
                     "output_size": image_size,
-                    "global_batch_size": 16,
+                    "global_batch_size": 8,
                     "aug_rand_hflip": True,
                     "aug_scale_min": 0.75,
                     "aug_scale_max": 1.25,
@@ -269,22 +277,23 @@ def shapes_segmentation() -> SegmentationExperimentConfig:
                 },
             },
             "trainer": {
-                "train_steps": 600,
+                "train_steps": steps,
                 "validation_steps": -1,
-                "validation_interval": 200,
-                "steps_per_loop": 50,
-                "summary_interval": 50,
-                "checkpoint_interval": 200,
+                "validation_interval": 1000,
+                "steps_per_loop": 100,
+                "summary_interval": 100,
+                "checkpoint_interval": 500,
                 "best_checkpoint_eval_metric": "mean_iou",
                 "optimizer_config": {
-                    "optimizer": {"type": "adam"},
+                    "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
                     "learning_rate": {
                         "type": "cosine",
-                        "cosine": {"initial_learning_rate": 0.003, "decay_steps": 600},
+                        "cosine": {"initial_learning_rate": 0.1, "decay_steps": steps},
                     },
-                    "warmup": {"type": "linear", "linear": {"warmup_steps": 30}},
+                    "warmup": {"type": "linear", "linear": {"warmup_steps": 50}},
                 },
             },
+            "runtime": {"seed": 0},
         }
     )
     return exp
