@@ -102,8 +102,13 @@ def summarize_run(run_dir: str | None, config: PipelineConfig) -> dict[str, Any]
         "registry": {
             "uri": config.registry.uri,
             "model_name": config.registry.model_name,
-            "version": (push.get("Output") or {}).get("version"),
+            "version": _as_int((push.get("Output") or {}).get("version")),
         },
         "train": train.get("Output", {}),
         "report": os.path.join(find("evaluate").get("dir", ""), "report"),
     }
+
+
+def _as_int(value: Any) -> int | None:
+    """KFP carries numbers inside dict outputs as JSON floats; versions are whole numbers."""
+    return None if value is None else int(value)
