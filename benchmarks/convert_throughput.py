@@ -51,7 +51,7 @@ def main() -> None:
             beam_args=beam_args,
         )
         convert_s = time.perf_counter() - tic
-    written = summary["splits"]["train"]["records_written"]
+    written = summary["splits"]["train"]["records"]
     print(
         json.dumps(
             {

@@ -45,7 +45,7 @@ def convert_dataset_op(
     )
     dataset.metadata["fingerprint"] = summary.get("fingerprint", "")
     for split, info in summary.get("splits", {}).items():
-        dataset.metadata[f"{split}_records"] = info.get("records_written", 0)
+        dataset.metadata[f"{split}_records"] = info.get("records", 0)
     return summary
 
 
