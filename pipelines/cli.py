@@ -96,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from vision_core.hyperparams import ConfigError
 
-        known = (UserError, ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+        known = (
+            UserError,
+            ConfigError,
+            FileNotFoundError,
+            FileExistsError,
+            ValueError,
+            LookupError,
+        )
         print(f"error: {err}", file=sys.stderr)
         if not isinstance(err, known):
             print("(run with --debug for the traceback)", file=sys.stderr)
@@ -238,8 +245,7 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     ref = args.version
     if ref is None:
         raise UserError("registry show: give a version number or an alias")
-    version = int(ref) if ref.isdigit() else registry.get_alias(args.model, ref)
-    record = registry.get_version(args.model, version)
+    record = registry.resolve(args.model, ref)  # 3, v3, latest or an alias
     print(json.dumps(_plain(record), indent=2, default=str))
     return 0
 

@@ -37,7 +37,8 @@ def saved_model_dir(tmp_path):
 def config_path(tmp_path):
     path = tmp_path / "experiment.yaml"
     path.write_text(
-        "# tiny experiment\ntask:\n  model:\n    num_classes: 4\n    backbone:\n      type: resnet\n"
+        "# tiny experiment\ntask:\n  model:\n    num_classes: 4\n"
+        "    backbone:\n      type: resnet\n"
     )
     return str(path)
 

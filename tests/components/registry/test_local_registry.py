@@ -77,9 +77,9 @@ def test_versions_are_numbered_one_then_two_with_all_files(root, saved_model_dir
     ]
     # The SavedModel is copied byte for byte and the config file is kept verbatim.
     for rel in ("saved_model.pb", os.path.join("variables", "variables.data-00000-of-00001")):
-        with open(os.path.join(saved_model_dir, rel), "rb") as a:
-            with open(os.path.join(registry.path("seg", 1), rel), "rb") as b:
-                assert a.read() == b.read()
+        stored = os.path.join(registry.path("seg", 1), rel)
+        with open(os.path.join(saved_model_dir, rel), "rb") as a, open(stored, "rb") as b:
+            assert a.read() == b.read()
     with open(config_path) as a, open(os.path.join(vdir, "config.yaml")) as b:
         assert a.read() == b.read()
 
