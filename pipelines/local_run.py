@@ -27,8 +27,10 @@ def run_local(config: PipelineConfig) -> dict[str, Any]:
     from kfp import local
 
     root = os.path.abspath(config.pipeline_root)
-    os.makedirs(root, exist_ok=True)
     run_name = f"{config.name}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    # Build (and so validate the experiment config) before anything is written.
+    pipeline = build_pipeline(config, run_name=run_name)
+    os.makedirs(root, exist_ok=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=root,
@@ -36,7 +38,6 @@ def run_local(config: PipelineConfig) -> dict[str, Any]:
         enable_caching=config.enable_caching,
     )
     before = set(os.listdir(root))
-    pipeline = build_pipeline(config, run_name=run_name)
     try:
         pipeline()
     except Exception as err:  # kfp raises RuntimeError with the failing task's name.

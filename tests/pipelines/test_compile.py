@@ -35,3 +35,16 @@ def test_pipeline_config_errors_name_file_and_path(tmp_path, capsys):
 def test_set_overrides_are_validated():
     with pytest.raises(Exception, match="dataset.num_shards"):
         load_pipeline_config(DEFAULT_PIPELINE_CONFIG, {"dataset": {"num_shards": 0}})
+
+
+def test_bad_experiment_config_fails_before_anything_is_written(tmp_path, capsys):
+    exp = tmp_path / "configs" / "experiments" / "e.yaml"
+    exp.parent.mkdir(parents=True)
+    exp.write_text("task:\n  model:\n    backbone:\n      resnet:\n        model_id: 19\n")
+    pipe = tmp_path / "configs" / "pipelines" / "p.yaml"
+    pipe.parent.mkdir(parents=True)
+    pipe.write_text("experiment:\n  config_file: configs/experiments/e.yaml\n")
+    assert cli_main(["run", str(pipe)]) == 2
+    err = capsys.readouterr().err
+    assert str(exp) in err and "task.model.backbone.resnet.model_id: invalid value 19" in err
+    assert not (tmp_path / "artifacts").exists()
