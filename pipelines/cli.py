@@ -6,6 +6,7 @@ vision-pipelines convert ...          (the Beam conversion step; --help for opti
 vision-pipelines train ...            (python -m vision_core.train flags)
 vision-pipelines evaluate --model SAVED_MODEL --dataset DIR --num-classes N
 vision-pipelines registry list|show REGISTRY_URI MODEL [VERSION]
+vision-pipelines import-weights BUNDLE --output DIR [--check]
 vision-pipelines experiments
 """
 
@@ -72,6 +73,30 @@ def _parser() -> argparse.ArgumentParser:
     reg.add_argument("uri")
     reg.add_argument("model")
     reg.add_argument("version", nargs="?", default=None, help="version number or alias")
+
+    imp = sub.add_parser(
+        "import-weights",
+        help="import Model Garden weights (a bundle from export_modelgarden_weights.py)",
+        description=(
+            "Builds the vision_core model matching a Model Garden weights bundle, copies the "
+            "weights variable by variable, reports every unmatched one and writes a checkpoint. "
+            "Make the bundle in a Model Garden environment with "
+            "vision_core/interop/export_modelgarden_weights.py."
+        ),
+    )
+    imp.add_argument("bundle", help="the .npz weights bundle")
+    imp.add_argument("--output", required=True, help="new folder for the checkpoint + report")
+    imp.add_argument("--experiment", help="vision_core experiment (whole-model bundles)")
+    imp.add_argument("--config-file", action="append", default=[], help="experiment YAML")
+    imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    imp.add_argument(
+        "--check", action="store_true", help="compare outputs on the bundle's recorded sample"
+    )
+    imp.add_argument(
+        "--allow-unmatched",
+        action="store_true",
+        help="write the checkpoint even if some variables have no partner (they are reported)",
+    )
 
     sub.add_parser("experiments", help="list registered experiment configs")
     return parser
@@ -148,6 +173,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "registry":
         return _cmd_registry(args)
+    if args.command == "import-weights":
+        return _cmd_import_weights(args)
     if args.command == "experiments":
         from vision_core.configs import list_experiments
 
@@ -223,6 +250,29 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     compiler.Compiler().compile(pipeline, tmp)
     os.replace(tmp, output)
     print(f"Compiled {config.name!r} to {output}")
+    return 0
+
+
+def _cmd_import_weights(args: argparse.Namespace) -> int:
+    from vision_core.interop.weight_import import run_import
+
+    report = run_import(
+        args.bundle,
+        args.output,
+        experiment=args.experiment,
+        config_files=args.config_file,
+        overrides=_overrides(args.set) or None,
+        check=args.check,
+        allow_unmatched=args.allow_unmatched,
+    )
+    print(
+        f"matched {len(report.matched)} variables ({len(report.renamed)} renamed); "
+        f"unmatched: {len(report.unmatched_source)} in the bundle, "
+        f"{len(report.unmatched_target)} in the model"
+    )
+    for key, diff in sorted(report.max_abs_diff.items()):
+        print(f"  output {key}: max abs diff {diff:.3e}")
+    print(f"checkpoint and report.md written to {args.output}")
     return 0
 
 

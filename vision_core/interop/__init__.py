@@ -1,0 +1,1 @@
+"""Interoperability with TensorFlow Model Garden: weight bundles and their import."""
