@@ -118,6 +118,18 @@ def write_bundle(
         raise
 
 
+def randomize_statistics(module: Any, seed: int = SAMPLE_SEED) -> None:
+    """Sets every batch-norm moving mean/variance to seeded random values (means in
+    [-0.1, 0.1], variances in [0.5, 1.5]); untrained models otherwise hold only 0s and 1s."""
+    rng = np.random.default_rng(seed)
+    for v in module.non_trainable_weights:
+        name = v.name.lower()
+        if "moving_mean" in name:
+            v.assign(rng.uniform(-0.1, 0.1, size=v.shape).astype(np.float32))
+        elif "moving_variance" in name:
+            v.assign(rng.uniform(0.5, 1.5, size=v.shape).astype(np.float32))
+
+
 # ------------------------------------------------------------------- Model Garden side (CLI)
 def _parse_json_or_yaml(text: str) -> Any:
     if os.path.exists(text):
@@ -195,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--module", choices=["backbone", "model"], default="backbone")
     parser.add_argument("--checkpoint", help="Model Garden checkpoint to restore first")
     parser.add_argument("--sample", action="store_true", help="record a sample input/output")
+    parser.add_argument(
+        "--randomize-statistics",
+        action="store_true",
+        help="for parity checks of untrained models: seeded random batch-norm moving "
+        "statistics, so a misplaced one shows in the outputs",
+    )
     parser.add_argument("--output", required=True, help="bundle path (.npz)")
     args = parser.parse_args(argv)
 
@@ -212,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         # (what init_checkpoint_modules=backbone reads) uses `backbone`.
         key = "backbone" if meta["module"] == "backbone" and not args.experiment else "model"
         tf.train.Checkpoint(**{key: module}).read(path).expect_partial()
+    if args.randomize_statistics:
+        randomize_statistics(module)
     sample = None
     if args.sample:
         if not meta.get("input_size") or None in meta["input_size"]:
