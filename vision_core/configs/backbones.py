@@ -114,6 +114,15 @@ class SpineNetMobile(Config):
 
 
 @dataclasses.dataclass
+class UNet(Config):
+    """vision_core's U-Net encoder (not in Model Garden): levels 0..len(filters)-1."""
+
+    filters: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 64, 128, 256])
+    num_convs: int = 2
+    downsample: Literal["max_pool", "conv"] = "max_pool"
+
+
+@dataclasses.dataclass
 class Backbone(OneOfConfig):
     """`type` selects the backbone; only that sub-config is read."""
 
@@ -125,3 +134,4 @@ class Backbone(OneOfConfig):
     vit: VisionTransformer = sub(VisionTransformer)
     spinenet: SpineNet = sub(SpineNet)
     spinenet_mobile: SpineNetMobile = sub(SpineNetMobile)
+    unet: UNet = sub(UNet)

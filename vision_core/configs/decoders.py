@@ -35,8 +35,18 @@ class ASPP(Config):
 
 
 @dataclasses.dataclass
+class UNet(Config):
+    """vision_core's U-Net decoder (not in Model Garden): decodes down to `model.min_level`."""
+
+    num_filters: list[int] | None = None
+    num_convs: int = 2
+    upsample: Literal["nearest", "transpose"] = "nearest"
+
+
+@dataclasses.dataclass
 class Decoder(OneOfConfig):
     type: str | None = "identity"
     identity: Identity = sub(Identity)
     fpn: FPN = sub(FPN)
     aspp: ASPP = sub(ASPP)
+    unet: UNet = sub(UNet)
