@@ -16,11 +16,11 @@ def test_default_pipeline_compiles_to_the_five_step_graph(tmp_path):
     condition = [t for t in tasks.values() if "triggerPolicy" in t]
     assert condition and "validate-op-Output" in condition[0]["triggerPolicy"]["condition"]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["gate_min_value"]["defaultValue"] == 0.6
+    assert params["gate_min_value"]["defaultValue"] == 0.85
     assert params["num_classes"]["defaultValue"] == 4
     # The experiment config travels inside the pipeline, fully resolved.
     exp = yaml.safe_load(params["experiment_yaml"]["defaultValue"])
-    assert exp["task"]["model"]["backbone"]["resnet"]["model_id"] == 18
+    assert exp["task"]["model"]["backbone"]["unet"]["filters"] == [16, 32, 64, 128, 256]
 
 
 def test_pipeline_config_errors_name_file_and_path(tmp_path, capsys):

@@ -19,10 +19,10 @@ def _tiny_configs(tmp_path):
         "experiment": "shapes_segmentation",
         "task": {
             "model": {
+                # The default U-Net, shrunk: three levels of 4/8/16 channels.
                 "input_size": [64, 64, 3],
-                "backbone": {"type": "resnet", "resnet": {"model_id": 10}},
-                "decoder": {"type": "fpn", "fpn": {"num_filters": 32}},
-                "head": {"num_filters": 32, "num_decoder_filters": 32},
+                "max_level": 2,
+                "backbone": {"type": "unet", "unet": {"filters": [4, 8, 16]}},
             },
             "train_data": {"global_batch_size": 4, "output_size": [64, 64]},
             "validation_data": {"global_batch_size": 4, "output_size": [64, 64]},

@@ -225,15 +225,11 @@ def seg_deeplabv3plus_pascal() -> SegmentationExperimentConfig:
     return exp
 
 
-@register_config_factory("shapes_segmentation")
-def shapes_segmentation() -> SegmentationExperimentConfig:
-    """The built-in shapes dataset: a half-width ResNet-18 + FPN segmenter for 2 CPU cores.
-
-    Trained from scratch (no pretrained weights are downloaded): SGD with momentum, a cosine
-    schedule and 2,000 steps of batch 8 at 96x96 take about 6 minutes on 2 cores.
-    """
+def _shapes_experiment(model: dict, steps: int = 2000) -> SegmentationExperimentConfig:
+    """The recipe shared by the shapes experiments: 96x96 inputs, batch 8, SGD with momentum
+    and a cosine schedule, trained from scratch (nothing is downloaded); `model` fills in the
+    network."""
     image_size = [96, 96]
-    steps = 2000
     exp = SegmentationExperimentConfig()
     exp.override(
         {
@@ -241,24 +237,8 @@ def shapes_segmentation() -> SegmentationExperimentConfig:
                 "model": {
                     "num_classes": 4,
                     "input_size": image_size + [3],
-                    "min_level": 2,
-                    "max_level": 5,
-                    "backbone": {
-                        "type": "resnet",
-                        "resnet": {"model_id": 18, "depth_multiplier": 0.5},
-                    },
-                    "decoder": {"type": "fpn", "fpn": {"num_filters": 64}},
-                    "head": {
-                        "level": 2,
-                        "num_convs": 1,
-                        "num_filters": 64,
-                        "feature_fusion": "panoptic_fpn_fusion",
-                        "decoder_min_level": 2,
-                        "decoder_max_level": 5,
-                        "upsample_factor": 4,
-                        "num_decoder_filters": 64,
-                    },
                     "norm_activation": {"norm_momentum": 0.9},
+                    **model,
                 },
                 "losses": {"l2_weight_decay": 1e-5, "ignore_label": 255},
                 "train_data": {
@@ -297,3 +277,53 @@ def shapes_segmentation() -> SegmentationExperimentConfig:
         }
     )
     return exp
+
+
+@register_config_factory("shapes_segmentation")
+def shapes_segmentation() -> SegmentationExperimentConfig:
+    """The built-in shapes dataset: a small U-Net (vision_core's `unet` backbone + decoder)
+    predicting at full resolution, the default of `make run`.
+
+    Measured on the default pipeline's data (1,000 train / 100 validation images): validation
+    mIoU 0.895 after 2,000 steps, where the half-width ResNet-18 + FPN of
+    `shapes_segmentation_resnet_fpn` reaches 0.65 (0.73 with a wider head): at 96x96 its
+    stride-4 stem discards the detail that tells the shapes apart.
+    """
+    return _shapes_experiment(
+        {
+            "min_level": 0,
+            "max_level": 4,
+            "backbone": {"type": "unet", "unet": {"filters": [16, 32, 64, 128, 256]}},
+            "decoder": {"type": "unet", "unet": {"num_convs": 1}},
+            "head": {
+                "level": 0,
+                "num_convs": 0,
+                "feature_fusion": None,
+                "upsample_factor": 1,
+            },
+        }
+    )
+
+
+@register_config_factory("shapes_segmentation_resnet_fpn")
+def shapes_segmentation_resnet_fpn() -> SegmentationExperimentConfig:
+    """The shapes dataset with a half-width ResNet-18 + FPN and a panoptic-FPN-fusion head:
+    the Model Garden-style network, faster per step but less accurate at 96x96."""
+    return _shapes_experiment(
+        {
+            "min_level": 2,
+            "max_level": 5,
+            "backbone": {"type": "resnet", "resnet": {"model_id": 18, "depth_multiplier": 0.5}},
+            "decoder": {"type": "fpn", "fpn": {"num_filters": 64}},
+            "head": {
+                "level": 2,
+                "num_convs": 1,
+                "num_filters": 64,
+                "feature_fusion": "panoptic_fpn_fusion",
+                "decoder_min_level": 2,
+                "decoder_max_level": 5,
+                "upsample_factor": 4,
+                "num_decoder_filters": 64,
+            },
+        }
+    )

@@ -39,7 +39,7 @@ def trained(tmp_path_factory, square_records):
         str(data),
         str(root / "model"),
         str(root / "export"),
-        experiment="shapes_segmentation",
+        experiment="shapes_segmentation_resnet_fpn",
         overrides=overrides,
     )
     return root, summary

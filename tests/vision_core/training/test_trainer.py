@@ -13,7 +13,7 @@ from vision_core.training.trainer import run_experiment
 
 
 def tiny_experiment(data_dir, steps=6):
-    cfg = get_exp_config("shapes_segmentation")
+    cfg = get_exp_config("shapes_segmentation_resnet_fpn")
     cfg.override(
         {
             "task": {
@@ -111,7 +111,7 @@ def test_seeded_runs_are_reproducible_through_the_cli(data_dir, tmp_path):
                 "-m",
                 "vision_core.train",
                 "--experiment",
-                "shapes_segmentation",
+                "shapes_segmentation_resnet_fpn",
                 "--mode",
                 "train",
                 "--model_dir",

@@ -35,6 +35,10 @@ def normalize_input_specs(
         )
     specs = {}
     for level, spec in input_specs.items():
+        if not str(level).isdigit():
+            # Backbones also list non-pyramid outputs (ViT's 'pre_logits', MobileNet's
+            # intermediate endpoints such as '3/expansion_output'); decoders read levels only.
+            continue
         shape = tf.TensorShape(spec)
         if shape.rank != 4:
             raise ValueError(
@@ -42,6 +46,10 @@ def normalize_input_specs(
                 f"got {shape}"
             )
         specs[str(int(level))] = shape
+    if not specs:
+        raise ValueError(
+            f"{owner}: input_specs has no pyramid levels ('2', '3', ...): {sorted(input_specs)}"
+        )
     return specs
 
 
