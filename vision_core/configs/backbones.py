@@ -78,9 +78,18 @@ class Transformer(Config):
 
 @dataclasses.dataclass
 class VisionTransformer(Config):
-    model_name: Literal["vit-ti16", "vit-s16", "vit-b16", "vit-b32", "vit-l16", "vit-l32"] = (
-        "vit-b16"
-    )
+    model_name: Literal[
+        "vit-ti16",
+        "vit-s16",
+        "vit-b16",
+        "vit-b32",
+        "vit-l16",
+        "vit-l32",
+        "vit-h14",
+        "vit-g14",
+        "vit-G14",
+        "vit-e14",
+    ] = "vit-b16"
     pooler: Literal["token", "gap", "none"] = "token"
     representation_size: int = 0
     hidden_size: int = 1
@@ -92,6 +101,8 @@ class VisionTransformer(Config):
     output_encoded_tokens: bool = True
     output_2d_feature_maps: bool = False
     layer_scale_init_value: float = 0.0
+    transformer_partition_dims: list[int] | None = None
+    output_attention_scores: bool = False
 
 
 @dataclasses.dataclass
