@@ -65,6 +65,7 @@ class MobileNet(Config):
     stochastic_depth_drop_rate: float = 0.0
     output_stride: int | None = None
     output_intermediate_endpoints: bool = False
+    flat_stochastic_depth_drop_rate: bool = True
 
 
 @dataclasses.dataclass

@@ -20,7 +20,14 @@ from typing import Any
 import tf_keras
 
 # Imported for their registrations (the table lives in `registry` to avoid an import cycle).
-from vision_core.modeling.backbones import resnet, resnet_deeplab, unet, vit  # noqa: F401
+from vision_core.modeling.backbones import (  # noqa: F401
+    efficientnet,
+    mobilenet,
+    resnet,
+    resnet_deeplab,
+    unet,
+    vit,
+)
 from vision_core.modeling.backbones.registry import (
     lookup_backbone_builder,
     register_backbone_builder,

@@ -5,6 +5,9 @@ Constructor parameters, defaults, variable shapes and the attribute names of sub
 Garden restore into these blocks. Extensions beyond Model Garden are keyword arguments at the end
 of the signature (`dilation_rate` for `ResidualBlock`, `use_explicit_padding` for
 `BottleneckBlock`) whose defaults reproduce Model Garden.
+
+The mobile blocks (`InvertedBottleneckBlock`, `DepthwiseSeparableConvBlock`) live in
+`nn_blocks_mobile` and are re-exported here, where Model Garden users import them from.
 """
 
 from __future__ import annotations
@@ -15,6 +18,17 @@ import tensorflow as tf
 import tf_keras
 
 from vision_core.modeling.layers import nn_layers
+from vision_core.modeling.layers.nn_blocks_mobile import (
+    DepthwiseSeparableConvBlock,
+    InvertedBottleneckBlock,
+)
+
+__all__ = [
+    "BottleneckBlock",
+    "DepthwiseSeparableConvBlock",
+    "InvertedBottleneckBlock",
+    "ResidualBlock",
+]
 
 
 def _same_padding(kernel_size: int, dilation_rate: int) -> int:

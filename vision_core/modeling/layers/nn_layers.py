@@ -222,6 +222,37 @@ def make_divisible(
     return int(new_value)
 
 
+def round_filters(
+    filters: int,
+    multiplier: float,
+    divisor: int = 8,
+    min_depth: int | None = None,
+    round_down_protect: bool = True,
+    skip: bool = False,
+) -> int:
+    """Scales a channel count by a width multiplier and rounds it with `make_divisible`.
+
+    Args:
+      filters: the unscaled channel count.
+      multiplier: the width multiplier; 0 or None leaves `filters` unchanged.
+      divisor: the result is a multiple of this.
+      min_depth: lower bound of the result; defaults to `divisor`.
+      round_down_protect: see `make_divisible`.
+      skip: return `filters` unchanged.
+
+    Returns:
+      The scaled, rounded channel count.
+    """
+    if skip or not multiplier:
+        return filters
+    return make_divisible(
+        filters * multiplier,
+        divisor=divisor,
+        min_value=min_depth,
+        round_down_protect=round_down_protect,
+    )
+
+
 def get_stochastic_depth_rate(init_rate: float | None, i: int, n: int) -> float | None:
     """Drop rate of block group `i` of `n`, growing linearly with depth.
 
