@@ -51,8 +51,8 @@ def main() -> None:
                 "benchmark": "train_throughput",
                 "command": f"python benchmarks/train_throughput.py --config {args.config} "
                 f"--steps {args.steps} --warmup-steps {args.warmup_steps}",
-                "model": f"resnet{params.task.model.backbone.get().model_id}"
-                f"+{params.task.model.decoder.type}",
+                "model": f"{params.task.model.backbone.type}+{params.task.model.decoder.type}",
+                "parameters": int(trainer.model.count_params()),
                 "input_size": size,
                 "global_batch_size": batch,
                 "steps": args.steps,
