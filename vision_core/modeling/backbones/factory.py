@@ -25,6 +25,8 @@ from vision_core.modeling.backbones import (  # noqa: F401
     mobilenet,
     resnet,
     resnet_deeplab,
+    spinenet,
+    spinenet_mobile,
     unet,
     vit,
 )

@@ -31,7 +31,16 @@ def test_builtin_types_are_registered_by_importing_the_factory_alone():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     registered = result.stdout.strip().splitlines()[-1].split(",")
-    assert {"resnet", "dilated_resnet"} <= set(registered)
+    assert {
+        "resnet",
+        "dilated_resnet",
+        "efficientnet",
+        "mobilenet",
+        "vit",
+        "spinenet",
+        "spinenet_mobile",
+        "unet",
+    } <= set(registered)
 
 
 def test_nested_resnet_config():
