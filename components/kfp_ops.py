@@ -14,6 +14,7 @@ DEFAULT_IMAGE = "vision-pipelines:0.1.0"
 
 
 def convert_dataset_op(
+    task: str,
     source: str,
     source_dir: str,
     num_train: int,
@@ -21,8 +22,12 @@ def convert_dataset_op(
     image_height: int,
     image_width: int,
     seed: int,
+    min_objects: int,
+    max_objects: int,
+    radius_range: list,
     num_shards: int,
     compression: str,
+    class_names: list,
     beam_args: list,
     dataset: Output[Dataset],
 ) -> dict:
@@ -41,9 +46,17 @@ def convert_dataset_op(
             "num_validation": num_validation,
             "image_size": (image_height, image_width),
             "seed": seed,
+            "min_objects": min_objects,
+            "max_objects": max_objects,
+            "radius_range": tuple(radius_range),
         },
+        task=task,
+        class_names=list(class_names) or None,
     )
     dataset.metadata["fingerprint"] = summary.get("fingerprint", "")
+    dataset.metadata["task"] = task
+    if summary.get("class_names"):
+        dataset.metadata["class_names"] = list(summary["class_names"])
     for split, info in summary.get("splits", {}).items():
         dataset.metadata[f"{split}_records"] = info.get("records", 0)
     return summary
@@ -79,27 +92,31 @@ def train_op(
 def evaluate_op(
     model: Input[Model],
     dataset: Input[Dataset],
+    task: str,
     num_classes: int,
     class_names: list,
-    ignore_label: int,
+    options: dict,
     metrics: Output[Metrics],
     report: Output[Markdown],
 ) -> dict:
-    """mIoU + per-class IoU of the exported SavedModel on the validation split."""
+    """The task's metrics of the exported SavedModel on the validation split (segmentation:
+    mIoU + per-class IoU; classification: top-1 / top-k + per-class accuracy)."""
     import os
     import shutil
     import tempfile
 
-    from components.evaluate import run
+    from components.evaluate import run_for_task
 
     out = tempfile.mkdtemp(prefix="evaluate-")
-    result = run(
+    result = run_for_task(
+        task,
         saved_model_dir=os.path.join(model.path, "saved_model"),
         dataset_dir=dataset.path,
         output_dir=out,
         num_classes=num_classes,
+        # Empty: the names the convert step stored with the dataset.
         class_names=list(class_names) or None,
-        ignore_label=ignore_label,
+        options=options,
     )
     for key, value in result.items():
         if isinstance(value, int | float):

@@ -4,7 +4,7 @@ vision-pipelines run [PIPELINE_CONFIG] [--set dotted.key=value ...]
 vision-pipelines compile [PIPELINE_CONFIG] -o pipeline.yaml
 vision-pipelines convert ...          (the Beam conversion step; --help for options)
 vision-pipelines train ...            (python -m vision_core.train flags)
-vision-pipelines evaluate --model SAVED_MODEL --dataset DIR --num-classes N
+vision-pipelines evaluate --model SAVED_MODEL --dataset DIR --num-classes N [--task classification]
 vision-pipelines registry list|show REGISTRY_URI MODEL [VERSION]
 vision-pipelines import-weights BUNDLE --output DIR [--check]
 vision-pipelines experiments
@@ -59,12 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         "train", help="train an experiment (python -m vision_core.train)", add_help=False
     )
 
-    ev = sub.add_parser("evaluate", help="evaluate an exported segmentation SavedModel")
+    ev = sub.add_parser("evaluate", help="evaluate an exported SavedModel on converted data")
     ev.add_argument("--model", required=True, help="SavedModel folder")
     ev.add_argument("--dataset", required=True, help="converted dataset folder")
     ev.add_argument("--num-classes", type=int, required=True)
+    ev.add_argument("--task", choices=["segmentation", "classification"], default="segmentation")
     ev.add_argument("--class-names", default="", help="comma-separated")
-    ev.add_argument("--ignore-label", type=int, default=255)
+    ev.add_argument("--ignore-label", type=int, default=255, help="segmentation only")
+    ev.add_argument("--top-k", type=int, default=5, help="classification only")
     ev.add_argument("--split", default="validation")
     ev.add_argument("--output", default="evaluation")
 
@@ -157,17 +159,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compile":
         return _cmd_compile(args)
     if args.command == "evaluate":
-        from components.evaluate import run as evaluate
+        from components.evaluate import run_for_task
 
         names = [n for n in args.class_names.split(",") if n] or None
-        metrics = evaluate(
-            args.model,
-            args.dataset,
-            args.output,
-            args.num_classes,
-            names,
-            args.ignore_label,
-            args.split,
+        options: dict[str, Any] = {"split": args.split}
+        if args.task == "classification":
+            options["top_k"] = args.top_k
+        else:
+            options["ignore_label"] = args.ignore_label
+        metrics = run_for_task(
+            args.task, args.model, args.dataset, args.output, args.num_classes, names, options
         )
         print(json.dumps(metrics, indent=2))
         return 0
@@ -207,12 +208,22 @@ def format_summary(summary: dict[str, Any], config) -> str:
     lines = ["", f"Pipeline {config.name!r} finished in {summary['wall_seconds']:.0f} s", ""]
     if metrics:
         lines.append(f"Validation ({metrics.get('num_examples', '?')} images):")
-        lines.append(f"  mean IoU        {metrics.get('mean_iou', float('nan')):.4f}")
-        lines.append(f"  pixel accuracy  {metrics.get('pixel_accuracy', float('nan')):.4f}")
+        if "top_1_accuracy" in metrics:
+            for key, value in metrics.items():
+                if key.startswith("top_") and key.endswith("_accuracy"):
+                    label = f"{key[:-9].replace('_', '-')} accuracy"
+                    lines.append(f"  {label:<16}{value:.4f}")
+            per_class = ("accuracy/", "accuracy")
+        else:
+            lines.append(f"  mean IoU        {metrics.get('mean_iou', float('nan')):.4f}")
+            lines.append(f"  pixel accuracy  {metrics.get('pixel_accuracy', float('nan')):.4f}")
+            per_class = ("iou/", "IoU")
+        prefix, label = per_class
         for key, value in metrics.items():
-            if key.startswith("iou/"):
+            if key.startswith(prefix):
                 shown = "absent" if value is None else f"{value:.4f}"
-                lines.append(f"  IoU {key[4:]:<12}{shown}")
+                name = key[len(prefix) :]
+                lines.append(f"  {label} {name:<{max(12, len(name) + 1)}}{shown}")
     gate = summary.get("gate") or {}
     verdict = "passed" if gate.get("passed") else "held back"
     lines += ["", f"Gate: {verdict} — {gate.get('reason')}"]
@@ -288,8 +299,12 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         for v in versions:
             aliases = ",".join(getattr(v, "aliases", []) or [])
             metrics = getattr(v, "metrics", {}) or {}
-            miou = metrics.get("mean_iou")
-            shown = f"mean_iou={miou:.4f}" if isinstance(miou, int | float) else ""
+            shown = ""
+            for key in ("mean_iou", "top_1_accuracy"):
+                value = metrics.get(key)
+                if isinstance(value, int | float):
+                    shown = f"{key}={value:.4f}"
+                    break
             print(f"v{v.version}\t{getattr(v, 'created_at', '')}\t{shown}\t{aliases}")
         return 0
     ref = args.version

@@ -26,6 +26,24 @@ class ShapesSource(Config):
     num_validation: int = 100
     image_size: list[int] = dataclasses.field(default_factory=lambda: [96, 96])
     seed: int = 0
+    min_objects: int = 1
+    max_objects: int = 4
+    # Object radius (centre to corner) as a fraction of the short side.
+    radius_range: list[float] = dataclasses.field(default_factory=lambda: [0.08, 0.25])
+
+    def _validate(self, path: str) -> None:
+        prefix = f"{path}." if path else ""
+        if not 1 <= self.min_objects <= self.max_objects:
+            raise ConfigError(
+                f"{prefix}min_objects: expected 1 <= min_objects <= max_objects, got "
+                f"{self.min_objects} and max_objects {self.max_objects}"
+            )
+        radius = list(self.radius_range)
+        if len(radius) != 2 or not 0.0 < radius[0] <= radius[1] <= 0.5:
+            raise ConfigError(
+                f"{prefix}radius_range: expected [min, max] with 0 < min <= max <= 0.5, "
+                f"got {radius}"
+            )
 
 
 @dataclasses.dataclass
@@ -35,6 +53,8 @@ class DatasetConfig(Config):
     shapes: ShapesSource = sub(ShapesSource)
     num_shards: int = 4
     compression: Literal["gzip"] | None = None
+    # Display names for evaluation; for classification from folders also the class id order
+    # (default: the sorted class folder names, which the dataset summary then records).
     class_names: list[str] = dataclasses.field(default_factory=list)
     beam_args: list[str] = dataclasses.field(default_factory=list)
 
@@ -68,10 +88,29 @@ class RegistryConfig(Config):
     alias: str = "champion"
 
 
+# The metrics each task's evaluate step reports, for checking `gate.metric` up front.
+TASK_METRICS = {
+    "segmentation": ("mean_iou", "pixel_accuracy", "iou/<class name>"),
+    "classification": ("top_1_accuracy", "top_<k>_accuracy", "accuracy/<class name>"),
+}
+
+
+def _metric_known(task: str, metric: str) -> bool:
+    for pattern in TASK_METRICS[task]:
+        head, _, tail = pattern.partition("<")
+        tail = tail.partition(">")[2]
+        if metric == pattern or (
+            "<" in pattern and metric.startswith(head) and metric.endswith(tail)
+            and len(metric) > len(head) + len(tail)
+        ):  # fmt: skip
+            return True
+    return False
+
+
 @dataclasses.dataclass
 class PipelineConfig(Config):
     name: str = "vision-pipeline"
-    task: Literal["segmentation"] = "segmentation"
+    task: Literal["segmentation", "classification"] = "segmentation"
     dataset: DatasetConfig = sub(DatasetConfig)
     experiment: ExperimentRef = sub(ExperimentRef)
     gate: GateConfig = sub(GateConfig)
@@ -79,6 +118,14 @@ class PipelineConfig(Config):
     pipeline_root: str = "artifacts/pipeline_root"
     image: str | None = None
     enable_caching: bool = False
+
+    def _validate(self, path: str) -> None:
+        if not _metric_known(self.task, self.gate.metric):
+            prefix = f"{path}." if path else ""
+            raise ConfigError(
+                f"{prefix}gate.metric: {self.gate.metric!r} is not reported by {self.task} "
+                f"evaluation; it reports {', '.join(TASK_METRICS[self.task])}"
+            )
 
 
 def load_pipeline_config(path: str | None = None, overrides: dict | None = None) -> PipelineConfig:

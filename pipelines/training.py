@@ -1,8 +1,10 @@
-"""The train → evaluate → validate → push graph, built from a pipeline config.
+"""The convert → train → evaluate → validate → push graph, built from a pipeline config.
 
 `build_pipeline(config)` returns a KFP v2 pipeline function with every value of the config
 baked in as a pipeline-parameter default, so the compiled YAML is a complete, reviewable record
-of the run and the same object runs under `kfp.local` or on a cluster.
+of the run and the same object runs under `kfp.local` or on a cluster. The graph is the same for
+every task; `config.task` picks the evaluate step (mIoU for segmentation, accuracy for
+classification) and its parameters.
 """
 
 import json
@@ -15,6 +17,7 @@ from components.kfp_ops import build_ops
 from pipelines.config import PipelineConfig
 from vision_core.configs import load_experiment
 from vision_core.configs.experiment import ExperimentConfig
+from vision_core.hyperparams import ConfigError
 
 
 def resolve_experiment(config: PipelineConfig) -> ExperimentConfig:
@@ -24,15 +27,44 @@ def resolve_experiment(config: PipelineConfig) -> ExperimentConfig:
     return load_experiment(ref.name, files, ref.overrides or None)
 
 
+# The experiment task config `name` each pipeline task trains.
+EXPERIMENT_TASKS = {
+    "segmentation": "semantic_segmentation",
+    "classification": "image_classification",
+}
+
+
+def resolve_checked_experiment(config: PipelineConfig) -> ExperimentConfig:
+    """`resolve_experiment`, checked against the pipeline's task before anything runs."""
+    experiment = resolve_experiment(config)
+    expected = EXPERIMENT_TASKS[config.task]
+    actual = getattr(experiment.task, "name", None)
+    if actual != expected:
+        source = config.experiment.config_file or config.experiment.name
+        raise ConfigError(
+            f"task: the pipeline task is {config.task!r}, but the experiment ({source}) is "
+            f"a {actual!r} experiment; use a {expected} experiment or set task accordingly"
+        )
+    return experiment
+
+
 def class_names(config: PipelineConfig, experiment: ExperimentConfig) -> list[str]:
+    """Class names for evaluation reports, in id order.
+
+    Empty for classification from folders without configured names: the convert step derives
+    them from the class folders and the evaluate step reads them from the dataset.
+    """
     num_classes = experiment.task.model.num_classes
     if config.dataset.class_names:
         return list(config.dataset.class_names)
     if config.dataset.source == "shapes":
-        from components.convert_dataset.shapes import SHAPES_CLASSES
+        from components.convert_dataset.shapes import CLASSIFICATION_CLASSES, SHAPES_CLASSES
 
-        if len(SHAPES_CLASSES) == num_classes:
-            return list(SHAPES_CLASSES)
+        names = CLASSIFICATION_CLASSES if config.task == "classification" else SHAPES_CLASSES
+        if len(names) == num_classes:
+            return list(names)
+    elif config.task == "classification":
+        return []
     return [str(i) for i in range(num_classes)]
 
 
@@ -63,8 +95,8 @@ def code_version() -> str:
 
 
 def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
-    """A KFP pipeline for `config.task` (segmentation now)."""
-    experiment = resolve_experiment(config)
+    """A KFP pipeline for `config.task` ('segmentation' or 'classification')."""
+    experiment = resolve_checked_experiment(config)
     # One line of JSON (which is YAML): KFP copies parameter defaults into a comment header of
     # the compiled file, and a multi-line default there breaks the YAML.
     experiment_yaml = json.dumps(experiment.as_dict(), sort_keys=True)
@@ -75,6 +107,40 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
     gate = config.gate
     reg = config.registry
     version = code_version()
+    common = {
+        "source": ds.source,
+        "source_dir": ds.source_dir,
+        "num_train": shapes.num_train,
+        "num_validation": shapes.num_validation,
+        "image_height": shapes.image_size[0],
+        "image_width": shapes.image_size[1],
+        "seed": shapes.seed,
+        "min_objects": shapes.min_objects,
+        "max_objects": shapes.max_objects,
+        "radius_range": list(shapes.radius_range),
+        "num_shards": ds.num_shards,
+        "compression": ds.compression or "",
+        "beam_args": list(ds.beam_args),
+        "experiment_yaml": experiment_yaml,
+        "num_classes": experiment.task.model.num_classes,
+        "class_names": names,
+        "gate_metric": gate.metric,
+        "gate_min_value": gate.min_value,
+        "gate_max_regression": gate.max_regression,
+        "gate_higher_is_better": gate.higher_is_better,
+        "registry_uri": reg.uri,
+        "model_name": reg.model_name,
+        "alias": reg.alias,
+        "code_version": version,
+        "run_name": run_name,
+    }
+
+    evaluate_options = (
+        {"top_k": experiment.task.evaluation.top_k}
+        if config.task == "classification"
+        else {"ignore_label": experiment.task.losses.ignore_label}
+    )
+    c = common
 
     @dsl.pipeline(
         name=config.name,
@@ -82,31 +148,37 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
         pipeline_root=config.pipeline_root,
     )
     def training_pipeline(
-        source: str = ds.source,
-        source_dir: str = ds.source_dir,
-        num_train: int = shapes.num_train,
-        num_validation: int = shapes.num_validation,
-        image_height: int = shapes.image_size[0],
-        image_width: int = shapes.image_size[1],
-        seed: int = shapes.seed,
-        num_shards: int = ds.num_shards,
-        compression: str = ds.compression or "",
-        beam_args: list = list(ds.beam_args),  # noqa: B006 - KFP reads defaults from here
-        experiment_yaml: str = experiment_yaml,
-        num_classes: int = experiment.task.model.num_classes,
-        class_names: list = names,  # noqa: B006
-        ignore_label: int = experiment.task.losses.ignore_label,
-        gate_metric: str = gate.metric,
-        gate_min_value: float = gate.min_value,
-        gate_max_regression: float = gate.max_regression,
-        gate_higher_is_better: bool = gate.higher_is_better,
-        registry_uri: str = reg.uri,
-        model_name: str = reg.model_name,
-        alias: str = reg.alias,
-        code_version: str = version,
-        run_name: str = run_name,
+        source: str = c["source"],
+        source_dir: str = c["source_dir"],
+        num_train: int = c["num_train"],
+        num_validation: int = c["num_validation"],
+        image_height: int = c["image_height"],
+        image_width: int = c["image_width"],
+        seed: int = c["seed"],
+        min_objects: int = c["min_objects"],
+        max_objects: int = c["max_objects"],
+        radius_range: list = c["radius_range"],
+        num_shards: int = c["num_shards"],
+        compression: str = c["compression"],
+        beam_args: list = c["beam_args"],
+        experiment_yaml: str = c["experiment_yaml"],
+        num_classes: int = c["num_classes"],
+        class_names: list = c["class_names"],
+        # The evaluate step's task-specific settings (segmentation: ignore_label;
+        # classification: top_k).
+        evaluate_options: dict = evaluate_options,
+        gate_metric: str = c["gate_metric"],
+        gate_min_value: float = c["gate_min_value"],
+        gate_max_regression: float = c["gate_max_regression"],
+        gate_higher_is_better: bool = c["gate_higher_is_better"],
+        registry_uri: str = c["registry_uri"],
+        model_name: str = c["model_name"],
+        alias: str = c["alias"],
+        code_version: str = c["code_version"],
+        run_name: str = c["run_name"],
     ):
         convert = ops.convert_dataset(
+            task=config.task,
             source=source,
             source_dir=source_dir,
             num_train=num_train,
@@ -114,8 +186,12 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
             image_height=image_height,
             image_width=image_width,
             seed=seed,
+            min_objects=min_objects,
+            max_objects=max_objects,
+            radius_range=radius_range,
             num_shards=num_shards,
             compression=compression,
+            class_names=class_names,
             beam_args=beam_args,
         ).set_display_name("convert-dataset")
         train = ops.train(
@@ -124,9 +200,10 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
         evaluate = ops.evaluate(
             model=train.outputs["model"],
             dataset=convert.outputs["dataset"],
+            task=config.task,
             num_classes=num_classes,
             class_names=class_names,
-            ignore_label=ignore_label,
+            options=evaluate_options,
         ).set_display_name("evaluate")
         validate = ops.validate(
             metrics=evaluate.outputs["Output"],

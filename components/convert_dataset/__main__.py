@@ -28,6 +28,17 @@ def _image_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
+def _radius_range(text: str) -> tuple[float, float]:
+    """'0.15,0.35' (min,max fractions of the short side)."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}")
+    return parts[0], parts[1]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m components.convert_dataset",
@@ -38,9 +49,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--source", default="folders", choices=("folders", "shapes"))
     parser.add_argument(
+        "--task",
+        default="segmentation",
+        choices=("segmentation", "classification"),
+        help="segmentation: masks in image/segmentation/class/encoded; classification: "
+        "image/class/label (shapes images are labelled by their dominant shape)",
+    )
+    parser.add_argument(
         "--source-dir",
-        help="dataset folder (images/<split>, masks/<split>); for --source shapes the folder to "
-        "generate into (default: a temporary folder)",
+        help="dataset folder: images/<split> + masks/<split> for segmentation, "
+        "<split>/<class_name>/ for classification; for --source shapes the folder to generate "
+        "into (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--class-names",
+        default="",
+        help="classification with folders: comma-separated class order (ids follow it); "
+        "default: the sorted class folder names",
     )
     parser.add_argument("--output", required=True, help="output folder for the TFRecords")
     parser.add_argument("--splits", default="train,validation", help="comma-separated split names")
@@ -59,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     shapes.add_argument("--num-validation", type=int, default=16)
     shapes.add_argument("--image-size", type=_image_size, default=(128, 128))
     shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--min-objects", type=int, default=1)
+    shapes.add_argument("--max-objects", type=int, default=4)
+    shapes.add_argument(
+        "--radius-range",
+        type=_radius_range,
+        default=(0.08, 0.25),
+        help="MIN,MAX object radius as a fraction of the short side (default 0.08,0.25)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -66,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_summary(summary: dict[str, Any], output: str) -> None:
     print(f"Wrote {summary['records']} records to {output} (fingerprint {summary['fingerprint']})")
+    if summary.get("class_names"):
+        print(f"  classes: {', '.join(summary['class_names'])}")
     for split, s in summary["splits"].items():
         line = f"  {split}: {s['records']} records in {len(s['shards'])} shards"
         if s["bad_records"]:
@@ -93,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "num_validation": args.num_validation,
             "image_size": args.image_size,
             "seed": args.seed,
+            "min_objects": args.min_objects,
+            "max_objects": args.max_objects,
+            "radius_range": args.radius_range,
         }
     try:
         summary = pipeline.run(
@@ -108,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shapes_options=shapes_options,
             direct_running_mode=args.direct_running_mode,
             direct_num_workers=args.direct_num_workers,
+            task=args.task,
+            class_names=[c.strip() for c in args.class_names.split(",") if c.strip()] or None,
         )
     except errors.ConversionError as e:
         if args.debug:

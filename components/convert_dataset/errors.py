@@ -36,6 +36,8 @@ MASK_NOT_SINGLE_CHANNEL = "mask_not_single_channel"
 MASK_NOT_8BIT = "mask_not_8bit"
 MASK_SIZE_MISMATCH = "mask_size_mismatch"
 DUPLICATE_STEM = "duplicate_stem"
+# Classification: an image whose class cannot be determined (e.g. a shapes mask with no shape).
+LABEL_MISSING = "label_missing"
 
 REASONS = (
     IMAGE_CORRUPT,
@@ -47,4 +49,5 @@ REASONS = (
     MASK_NOT_8BIT,
     MASK_SIZE_MISMATCH,
     DUPLICATE_STEM,
+    LABEL_MISSING,
 )

@@ -33,6 +33,7 @@ from components.convert_dataset import _fs, errors, examples, shapes, sources
 
 logger = logging.getLogger(__name__)
 
+TASKS = ("segmentation", "classification")
 SUMMARY_FILE = "summary.json"
 BAD_RECORDS_FILE = "bad_records.jsonl"
 SUMMARY_VERSION = 1
@@ -112,7 +113,7 @@ class _WriteShardDoFn(beam.DoFn):
             "shard": shard,
             "file": name,
             "records": [[key, examples.sha256_hex(data)] for key, data, _ in records],
-            "class_pixel_histogram": dict(histogram),
+            "class_histogram": dict(histogram),
         }
         _fs.write_text_atomic(
             _fs.join(self._tmp_dir, _STATS_DIR, f"{split}-{shard:05d}.json"),
@@ -228,6 +229,7 @@ def _summarize(
     compression: str | None,
     bad: Sequence[Mapping[str, str]],
     notes: Mapping[str, Mapping[str, int]],
+    histogram_key: str = "class_pixel_histogram",
 ) -> dict[str, Any]:
     per_split: dict[str, Any] = {}
     all_lines = []
@@ -242,7 +244,7 @@ def _summarize(
             files.append(stats["file"])
             per_shard.append(len(stats["records"]))
             lines.extend(f"{key}\t{digest}" for key, digest in stats["records"])
-            histogram.update(stats["class_pixel_histogram"])
+            histogram.update(stats["class_histogram"])
         split_bad = [b for b in bad if b["split"] == split]
         per_split[split] = {
             "records": sum(per_shard),
@@ -252,7 +254,7 @@ def _summarize(
             "records_per_shard": per_shard,
             "file_pattern": f"{split}-*-of-{num_shards:05d}.tfrecord"
             + (".gz" if compression else ""),
-            "class_pixel_histogram": dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
+            histogram_key: dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
             "fingerprint": _fingerprint(lines),
             **notes.get(split, {}),
         }
@@ -290,6 +292,8 @@ def run(
     shapes_options: Mapping[str, Any] | None = None,
     direct_running_mode: str = "in_memory",
     direct_num_workers: int = 1,
+    task: str = "segmentation",
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Converts a dataset folder into sharded TFRecords of Model Garden tf.Examples.
 
@@ -304,21 +308,34 @@ def run(
       strict: Fail (writing nothing) if any record is bad, instead of skipping and reporting it.
       overwrite: Allow a non-empty `output_dir`; an earlier conversion's files are replaced.
       beam_args: Extra Beam pipeline flags (`--runner`, `--project`, `--temp_location`, ...).
-      source: 'folders' (images/<split>, masks/<split>) or 'shapes'.
+      source: 'folders' or 'shapes'. For segmentation, folders means images/<split> +
+        masks/<split>; for classification, ImageNet-style <split>/<class_name>/<image>.
       shapes_options: Keyword arguments of `shapes.generate_shapes_dataset` (num_train,
-        num_validation, image_size, seed, min_objects, max_objects) for `source='shapes'`.
+        num_validation, image_size, seed, min_objects, max_objects, radius_range) for
+        `source='shapes'`.
       direct_running_mode: 'in_memory', 'multi_threading' or 'multi_processing' (DirectRunner).
       direct_num_workers: Worker count for the DirectRunner.
+      task: 'segmentation' (records carry `image/segmentation/class/encoded`) or
+        'classification' (records carry `image/class/label` and `image/class/text`; shapes
+        images are labelled by their dominant shape).
+      class_names: Classification with folders: the class order (ids are positions in it);
+        default the sorted class folder names. Ignored otherwise.
 
     Returns:
       The summary also written to `summary.json`: per split the records written, bad records by
-      reason, shard files, class pixel histogram and a fingerprint (sha256 over sorted record keys
-      and the sha256 of each serialized example).
+      reason, shard files, a class histogram (pixels per class for segmentation as
+      `class_pixel_histogram`, images per class id for classification as `class_histogram`) and
+      a fingerprint (sha256 over sorted record keys and the sha256 of each serialized example);
+      for classification also the `class_names` the ids index.
 
     Raises:
       ConversionError: bad options, a missing or malformed source folder, a non-empty output
         folder without `overwrite`, or bad records in strict mode.
     """
+    if task not in TASKS:
+        raise errors.ConversionError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if source not in ("folders", "shapes"):
+        raise errors.ConversionError(f"source must be 'folders' or 'shapes', got {source!r}")
     splits = list(splits)
     if not splits or len(set(splits)) != len(splits):
         raise errors.ConversionError(f"splits must be distinct names, got {splits}")
@@ -345,11 +362,9 @@ def run(
             source_info = shapes.generate_shapes_dataset(source_dir, **dict(shapes_options or {}))
         except (ValueError, TypeError, FileExistsError) as e:
             raise errors.ConversionError(f"cannot generate the shapes dataset: {e}") from e
-        source_name = "folders"
-    else:
-        if source_dir is None:
-            raise errors.ConversionError(f"source {source!r} needs a source_dir")
-        source_name = source
+    elif source_dir is None:
+        raise errors.ConversionError(f"source {source!r} needs a source_dir")
+    source_name, source_options = _source_for(source, task, splits, class_names)
     try:
         return _convert(
             source_name, source_dir, output_dir, splits, num_shards, compression, strict,
@@ -358,11 +373,25 @@ def run(
                 "source": source,
                 "source_info": source_info,
                 "source_dir": None if generated_dir else source_dir,
+                "task": task,
             },
+            source_options,
         )  # fmt: skip
     finally:
         if generated_dir is not None:
             _fs.rmtree(generated_dir)
+
+
+def _source_for(
+    source: str, task: str, splits: Sequence[str], class_names: Sequence[str] | None
+) -> tuple[str, dict[str, Any]]:
+    """The `sources.SOURCES` entry (and its options) reading `source` for `task`."""
+    if task == "segmentation":
+        # The shapes generator writes the folders layout.
+        return "folders", {}
+    if source == "shapes":
+        return "shapes_classification", {}
+    return "class_folders", {"splits": tuple(splits), "class_names": tuple(class_names or ())}
 
 
 def _convert(
@@ -377,8 +406,9 @@ def _convert(
     runner: Any,
     options: PipelineOptions,
     extra: Mapping[str, Any],
+    source_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    src = sources.build_source(source_name, source_dir)
+    src = sources.build_source(source_name, source_dir, **dict(source_options or {}))
     refs: list[tuple[int, sources.RecordRef]] = []
     for split in splits:
         split_refs = src.list_records(split)
@@ -404,8 +434,14 @@ def _convert(
         bad = [json.loads(line) for line in _fs.read_bytes(bad_path).decode().splitlines()]
         if strict and bad:
             raise _strict_error(bad)
-        summary = _summarize(tmp_dir, splits, num_shards, compression, bad, notes)
+        classification = extra.get("task") == "classification"
+        summary = _summarize(
+            tmp_dir, splits, num_shards, compression, bad, notes,
+            "class_histogram" if classification else "class_pixel_histogram",
+        )  # fmt: skip
         summary.update(extra)
+        if classification:
+            summary["class_names"] = list(src.class_names)
         if overwrite:
             _remove_previous_outputs(output_dir)
         for split in splits:

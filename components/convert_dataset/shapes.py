@@ -1,10 +1,10 @@
 """The built-in "shapes" dataset: circles, squares and triangles on textured backgrounds.
 
-It gives every task in the project (segmentation, detection, instance segmentation) real data to
-train and test on without a download. Each image holds 1-4 objects of random size, colour, rotation
-and position; later objects are painted over earlier ones and some are placed to overlap.
-Backgrounds are smooth noise, gradients or stripes drawn from the same colour distribution as the
-objects, so the classes cannot be told apart by colour alone.
+It gives every task in the project (segmentation, detection, instance segmentation,
+classification) real data to train and test on without a download. Each image holds 1-4 objects
+of random size, colour, rotation and position; later objects are painted over earlier ones and
+some are placed to overlap. Backgrounds are smooth noise, gradients or stripes drawn from the
+same colour distribution as the objects, so the classes cannot be told apart by colour alone.
 
 Layout written by `generate_shapes_dataset(output_dir, ...)`:
 
@@ -12,6 +12,9 @@ Layout written by `generate_shapes_dataset(output_dir, ...)`:
   masks/{split}/shapes_000000.png          single-channel class ids (see SHAPES_CLASSES)
   annotations/instances_{split}.json       COCO: boxes and RLE masks of the visible parts
   dataset.json                             classes, seed, counts and sizes
+
+For image classification an image's label is its dominant shape, the class with the most
+visible pixels in its mask (`dominant_class`), so the same files serve every task.
 
 Every image is drawn from its own random stream seeded by (seed, split, index), so the same seed
 gives byte-identical files and an image does not change when the split sizes change.
@@ -36,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 SHAPES_CLASSES = ("background", "circle", "square", "triangle")
 CIRCLE, SQUARE, TRIANGLE = 1, 2, 3
+# Image classification labels each image by its dominant shape; there is no background class,
+# so classification id = segmentation id - 1.
+CLASSIFICATION_CLASSES = SHAPES_CLASSES[1:]
 SPLITS = ("train", "validation")
 DATASET_NAME = "shapes"
 FORMAT_VERSION = 1
@@ -49,6 +55,8 @@ _PLACEMENT_TRIES = 40
 _OVERLAP_PROBABILITY = 0.4
 # Minimum RGB distance between an object's colour and the background under it.
 _MIN_CONTRAST = 70.0
+# Object radii (centre to corner) as fractions of the image's short side.
+DEFAULT_RADIUS_RANGE = (0.08, 0.25)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,12 +132,17 @@ def _visible_ok(objects: Sequence[_Object], height: int, width: int) -> bool:
 
 
 def _place_objects(
-    rng: np.random.Generator, count: int, min_count: int, height: int, width: int
+    rng: np.random.Generator,
+    count: int,
+    min_count: int,
+    height: int,
+    width: int,
+    radius_range: tuple[float, float] = DEFAULT_RADIUS_RANGE,
 ) -> list[_Object]:
     objects: list[_Object] = []
     short = min(height, width)
-    min_radius = max(3.0, 0.08 * short)
-    max_radius = max(min_radius + 1.0, 0.25 * short)
+    min_radius = max(3.0, radius_range[0] * short)
+    max_radius = max(min_radius + 1.0, radius_range[1] * short)
     centres: list[tuple[float, float, float]] = []
     for index in range(count):
         # The first `min_count` objects are required, so they get more attempts.
@@ -184,8 +197,11 @@ def render_image(
     image_size: tuple[int, int],
     min_objects: int = 1,
     max_objects: int = 4,
+    radius_range: tuple[float, float] = DEFAULT_RADIUS_RANGE,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray]]]:
     """Draws one image.
+
+    `radius_range` bounds the object radii as fractions of the short side.
 
     Returns:
       (image uint8 [H, W, 3], class mask uint8 [H, W], [(class_id, visible mask bool [H, W])]) with
@@ -193,7 +209,7 @@ def render_image(
     """
     height, width = image_size
     count = int(rng.integers(min_objects, max_objects + 1))
-    objects = _place_objects(rng, count, min_objects, height, width)
+    objects = _place_objects(rng, count, min_objects, height, width, radius_range)
     canvas = _background(rng, height, width)
     for obj in objects:
         _paint(rng, canvas, obj)
@@ -207,6 +223,23 @@ def render_image(
         classes[obj.mask] = obj.class_id
     instances = [(obj.class_id, owner == i) for i, obj in enumerate(objects, start=1)]
     return image, classes, instances
+
+
+def dominant_class(mask: np.ndarray) -> int | None:
+    """The classification label of a shapes image: the shape class covering most pixels.
+
+    Args:
+      mask: uint8 [H, W] segmentation class ids (0 background, see SHAPES_CLASSES).
+
+    Returns:
+      An index into CLASSIFICATION_CLASSES (ties go to the lower id), or None for an image
+      without any shape.
+    """
+    counts = np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=len(SHAPES_CLASSES))
+    shapes = counts[1 : len(SHAPES_CLASSES)]
+    if not shapes.any():
+        return None
+    return int(np.argmax(shapes))
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -249,6 +282,7 @@ def generate_shapes_dataset(
     seed: int = 0,
     min_objects: int = 1,
     max_objects: int = 4,
+    radius_range: tuple[float, float] | list[float] = DEFAULT_RADIUS_RANGE,
 ) -> dict[str, Any]:
     """Writes the shapes dataset (see the module docstring) and returns its `dataset.json` content.
 
@@ -261,6 +295,8 @@ def generate_shapes_dataset(
       seed: Seed of every random choice; the same seed gives byte-identical files.
       min_objects: Fewest objects per image (at least 1).
       max_objects: Most objects per image.
+      radius_range: (min, max) object radius (centre to corner) as a fraction of the short side;
+        larger shapes make image-level labels easier to learn.
 
     Raises:
       ValueError: on bad sizes or counts.
@@ -273,6 +309,11 @@ def generate_shapes_dataset(
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     if num_train < 0 or num_validation < 0:
         raise ValueError(f"image counts must be >= 0, got {num_train}, {num_validation}")
+    radius_range = tuple(float(r) for r in radius_range)
+    if len(radius_range) != 2 or not 0.0 < radius_range[0] <= radius_range[1] <= 0.5:
+        raise ValueError(
+            f"radius_range must be (min, max) with 0 < min <= max <= 0.5, got {radius_range}"
+        )
     _check_output_dir(output_dir)
 
     categories = [{"id": i, "name": name} for i, name in enumerate(SHAPES_CLASSES) if i > 0]
@@ -281,7 +322,9 @@ def generate_shapes_dataset(
         images_json, annotations_json = [], []
         for index in range(count):
             rng = np.random.default_rng([seed, split_index, index])
-            image, classes, instances = render_image(rng, (height, width), min_objects, max_objects)
+            image, classes, instances = render_image(
+                rng, (height, width), min_objects, max_objects, radius_range
+            )
             file_name = f"shapes_{index:06d}.png"
             _fs.write_bytes_atomic(
                 _fs.join(output_dir, "images", split, file_name), _png_bytes(image)
@@ -326,6 +369,7 @@ def generate_shapes_dataset(
         "image_size": [height, width],
         "min_objects": min_objects,
         "max_objects": max_objects,
+        "radius_range": list(radius_range),
         "splits": split_info,
     }
     # Written last: its presence marks a complete dataset.

@@ -8,7 +8,12 @@ A source works in two phases so a Beam runner can spread the expensive part:
   features are keyed by `vision_core.dataloaders.tf_example_keys`, or raises `BadRecordError`.
 
 Encoding to tf.Example, sharding and writing live in `pipeline.py` and know nothing about layouts,
-so a new layout (COCO, VOC, Cityscapes, class folders) is one new class in `SOURCES`.
+so a new layout (COCO, VOC, Cityscapes, ...) is one new class in `SOURCES`.
+
+Sources by task:
+  segmentation    'folders': images/<split>/<stem>.png|jpg + masks/<split>/<stem>.png
+  classification  'class_folders': <split>/<class_name>/*.png|jpg (ImageNet style)
+                  'shapes_classification': the shapes layout, labelled by dominant shape
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from components.convert_dataset import _fs, errors, examples, images
+from components.convert_dataset import _fs, errors, examples, images, shapes
 from vision_core.dataloaders import tf_example_keys as keys
 
 logger = logging.getLogger(__name__)
@@ -168,18 +173,172 @@ class FolderSource:
         mask = images.decode_mask(
             _read(mask_path, errors.MASK_MISSING), mask_path, (image.height, image.width)
         )
-        features = {
-            keys.IMAGE_ENCODED: image.encoded,
-            keys.IMAGE_FORMAT: image.format,
-            keys.IMAGE_SOURCE_ID: ref.key,
-            keys.IMAGE_HEIGHT: image.height,
-            keys.IMAGE_WIDTH: image.width,
-            keys.IMAGE_FILENAME: posixpath.basename(image_path),
-            keys.IMAGE_KEY_SHA256: examples.sha256_hex(image.encoded),
-            keys.SEGMENTATION_CLASS_ENCODED: images.encode_mask_png(mask),
-            keys.SEGMENTATION_CLASS_FORMAT: "png",
-        }
+        features = image_features(ref.key, image_path, image)
+        features[keys.SEGMENTATION_CLASS_ENCODED] = images.encode_mask_png(mask)
+        features[keys.SEGMENTATION_CLASS_FORMAT] = "png"
         return Record(ref.key, features, class_histogram(mask))
+
+
+@dataclasses.dataclass
+class ShapesClassificationSource(FolderSource):
+    """The shapes dataset for image classification: each image labelled by its dominant shape.
+
+    Reads the same images/<split> + masks/<split> layout as `FolderSource`; the label is the
+    shape class with the most visible pixels in the mask (`shapes.dominant_class`), an index into
+    `shapes.CLASSIFICATION_CLASSES`. The mask itself is not stored.
+    """
+
+    class_names: tuple[str, ...] = shapes.CLASSIFICATION_CLASSES
+
+    def load(self, ref: RecordRef) -> Record:
+        if ref.problem is not None:
+            raise errors.BadRecordError(*ref.problem)
+        image_path, mask_path = ref.paths["image"], ref.paths["mask"]
+        image = images.decode_image(_read(image_path, errors.IMAGE_CORRUPT), image_path)
+        mask = images.decode_mask(
+            _read(mask_path, errors.MASK_MISSING), mask_path, (image.height, image.width)
+        )
+        label = shapes.dominant_class(mask)
+        if label is None:
+            raise errors.BadRecordError(
+                errors.LABEL_MISSING, mask_path, "the mask shows no shape to label the image by"
+            )
+        return classification_record(ref, image_path, image, label, self.class_names[label])
+
+
+@dataclasses.dataclass
+class ClassFolderSource:
+    """ImageNet-style class folders: `<split>/<class_name>/<file>.png|jpg|jpeg`.
+
+    Class ids are the positions in `class_names`, which defaults to the sorted union of the class
+    folder names over all converted splits, so every split numbers the classes alike. The record
+    key is `<class_name>/<file name>`. Files directly in a split folder (outside any class
+    folder) are counted in the summary and skipped; unreadable images are bad records.
+    """
+
+    source_dir: str
+    splits: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+    _notes: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.splits = tuple(self.splits)
+        self.class_names = tuple(self.class_names)
+        found: set[str] = set()
+        for split in self.splits:
+            found.update(self._class_folders(split))
+        if not self.class_names:
+            self.class_names = tuple(sorted(found))
+        else:
+            unknown = sorted(found - set(self.class_names))
+            if unknown:
+                raise errors.ConversionError(
+                    f"class folders {unknown} under {self.source_dir} are not in class_names "
+                    f"{list(self.class_names)}; add them or remove the folders"
+                )
+            if len(set(self.class_names)) != len(self.class_names):
+                raise errors.ConversionError(
+                    f"class_names must be distinct, got {list(self.class_names)}"
+                )
+        if not self.class_names:
+            raise errors.ConversionError(
+                f"no class folders in {self.source_dir}; the 'folders' source for "
+                "classification expects <split>/<class_name>/<image>.png|jpg"
+            )
+
+    def _split_dir(self, split: str) -> str:
+        split_dir = _fs.join(self.source_dir, split)
+        if not _fs.isdir(split_dir):
+            raise errors.ConversionError(
+                f"split {split!r}: folder {split_dir} does not exist; the 'folders' source for "
+                "classification expects <split>/<class_name>/<image>.png|jpg"
+            )
+        return split_dir
+
+    def _class_folders(self, split: str) -> list[str]:
+        split_dir = self._split_dir(split)
+        return [
+            name
+            for name in _fs.listdir(split_dir)
+            if not name.startswith(".") and _fs.isdir(_fs.join(split_dir, name))
+        ]
+
+    def list_records(self, split: str) -> list[RecordRef]:
+        split_dir = self._split_dir(split)
+        folders = set(self._class_folders(split))
+        loose = [
+            name
+            for name in _fs.listdir(split_dir)
+            if name not in folders and posixpath.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+        ]
+        if loose:
+            logger.warning(
+                "split %r: %d images in %s are outside any class folder and are skipped "
+                "(first: %s)",
+                split,
+                len(loose),
+                split_dir,
+                loose[0],
+            )
+        refs = []
+        per_class = {}
+        for name in self.class_names:
+            if name not in folders:
+                per_class[name] = 0
+                continue
+            class_dir = _fs.join(split_dir, name)
+            files = [
+                f
+                for f in _fs.listdir(class_dir)
+                if posixpath.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not f.startswith(".")
+            ]
+            per_class[name] = len(files)
+            refs.extend(
+                RecordRef(split, f"{name}/{f}", {"image": _fs.join(class_dir, f), "class": name})
+                for f in files
+            )
+        if not refs:
+            raise errors.ConversionError(
+                f"split {split!r}: no .png/.jpg/.jpeg images in the class folders of {split_dir}"
+            )
+        empty = [name for name, count in per_class.items() if count == 0]
+        if empty:
+            logger.warning("split %r: no images for classes %s", split, empty)
+        self._notes[split] = {"images_outside_class_folders": len(loose)}
+        return sorted(refs, key=lambda r: r.key)
+
+    def listing_notes(self, split: str) -> dict[str, int]:
+        return dict(self._notes.get(split, {}))
+
+    def load(self, ref: RecordRef) -> Record:
+        if ref.problem is not None:
+            raise errors.BadRecordError(*ref.problem)
+        image_path, name = ref.paths["image"], ref.paths["class"]
+        image = images.decode_image(_read(image_path, errors.IMAGE_CORRUPT), image_path)
+        return classification_record(ref, image_path, image, self.class_names.index(name), name)
+
+
+def image_features(key: str, image_path: str, image: images.DecodedImage) -> dict[str, Any]:
+    """The image fields every record carries."""
+    return {
+        keys.IMAGE_ENCODED: image.encoded,
+        keys.IMAGE_FORMAT: image.format,
+        keys.IMAGE_SOURCE_ID: key,
+        keys.IMAGE_HEIGHT: image.height,
+        keys.IMAGE_WIDTH: image.width,
+        keys.IMAGE_FILENAME: posixpath.basename(image_path),
+        keys.IMAGE_KEY_SHA256: examples.sha256_hex(image.encoded),
+    }
+
+
+def classification_record(
+    ref: RecordRef, image_path: str, image: images.DecodedImage, label: int, name: str
+) -> Record:
+    """An image with its class id (`image/class/label`) and name (`image/class/text`)."""
+    features = image_features(ref.key, image_path, image)
+    features[keys.IMAGE_CLASS_LABEL] = int(label)
+    features[keys.IMAGE_CLASS_TEXT] = name
+    return Record(ref.key, features, {int(label): 1})
 
 
 def _read(path: str, reason: str) -> bytes:
@@ -190,15 +349,26 @@ def _read(path: str, reason: str) -> bytes:
         raise errors.BadRecordError(reason, path, f"cannot read ({type(e).__name__}: {e})") from e
 
 
-SOURCES: dict[str, type] = {"folders": FolderSource}
+SOURCES: dict[str, type] = {
+    "folders": FolderSource,
+    "class_folders": ClassFolderSource,
+    "shapes_classification": ShapesClassificationSource,
+}
 
 
-def build_source(name: str, source_dir: str) -> Source:
-    """The source registered as `name`, reading from `source_dir`."""
+def build_source(name: str, source_dir: str, **options: Any) -> Source:
+    """The source registered as `name`, reading from `source_dir`.
+
+    Args:
+      name: a key of `SOURCES`.
+      source_dir: the dataset folder.
+      **options: source-specific constructor arguments (`splits`, `class_names` for
+        'class_folders').
+    """
     if name not in SOURCES:
         raise errors.ConversionError(
             f"unknown source {name!r}; known sources: {', '.join(sorted(SOURCES))}"
         )
     if not _fs.isdir(source_dir):
         raise errors.ConversionError(f"source folder {source_dir} does not exist")
-    return SOURCES[name](source_dir)
+    return SOURCES[name](source_dir, **options)

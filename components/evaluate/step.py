@@ -9,15 +9,13 @@ matrix accumulated in NumPy, independent of the training-time metric code.
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from components.common.io import split_pattern, write_json_atomic, write_text_atomic
+from components.evaluate.served import resolve_class_names, served_batches, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -63,32 +61,13 @@ def run(
 
     from vision_core.dataloaders import tf_example_keys as keys
 
-    pattern = split_pattern(dataset_dir, split)
-    files = sorted(glob.glob(pattern)) if "://" not in pattern else tf.io.gfile.glob(pattern)
-    if not files:
-        raise FileNotFoundError(f"dataset_dir: no {split} TFRecords match {pattern}")
-    names = list(class_names or [str(i) for i in range(num_classes)])
-    if len(names) != num_classes:
-        raise ValueError(
-            f"class_names: {len(names)} names given for num_classes={num_classes}: {names}"
-        )
-    loaded = tf.saved_model.load(saved_model_dir)
-    if "serve_tf_example" not in loaded.signatures:
-        raise ValueError(
-            f"{saved_model_dir}: the SavedModel has no serve_tf_example signature "
-            f"(has {sorted(loaded.signatures)})"
-        )
-    serve = loaded.signatures["serve_tf_example"]
-    compression = "GZIP" if files[0].endswith(".gz") or _is_gzip(files[0]) else None
-    dataset = tf.data.TFRecordDataset(files, compression_type=compression).batch(batch_size)
+    names = resolve_class_names(class_names, dataset_dir, num_classes)
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     count = 0
-    for serialized in dataset:
-        if 0 <= max_examples <= count:
-            break
-        if max_examples >= 0:
-            serialized = serialized[: max_examples - count]
-        pred = serve(serialized)["predicted_mask"].numpy()
+    for serialized, outputs in served_batches(
+        saved_model_dir, dataset_dir, split, batch_size, max_examples
+    ):
+        pred = outputs["predicted_mask"].numpy()
         parsed = tf.io.parse_example(
             serialized,
             {keys.SEGMENTATION_CLASS_ENCODED: tf.io.FixedLenFeature([], tf.string)},
@@ -108,10 +87,7 @@ def run(
     }
     for name, value in zip(names, stats["per_class_iou"]):
         metrics[f"iou/{name}"] = None if np.isnan(value) else float(value)
-    os.makedirs(output_dir, exist_ok=True)
-    write_json_atomic(os.path.join(output_dir, "metrics.json"), metrics)
-    write_json_atomic(os.path.join(output_dir, "confusion_matrix.json"), cm.tolist())
-    write_text_atomic(os.path.join(output_dir, "report.md"), markdown_report(metrics, names, cm))
+    write_results(output_dir, metrics, cm, markdown_report(metrics, names, cm))
     logger.info("Evaluated %d examples: mean_iou=%.4f", count, metrics["mean_iou"])
     return metrics
 
@@ -132,10 +108,3 @@ def markdown_report(metrics: dict[str, Any], names: Sequence[str], cm: np.ndarra
         shown = "n/a (absent)" if value is None else f"{value:.4f}"
         lines.append(f"| {name} | {shown} | {int(cm[i].sum())} | {int(cm[:, i].sum())} |")
     return "\n".join(lines) + "\n"
-
-
-def _is_gzip(path: str) -> bool:
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -10,6 +11,43 @@ from typing import Any
 from components.common.io import split_pattern, write_json_atomic
 
 logger = logging.getLogger(__name__)
+
+# The convert step's `summary.json` task → the experiment task config's `name`.
+_TASK_NAMES = {"segmentation": "semantic_segmentation", "classification": "image_classification"}
+
+
+def check_dataset_matches(dataset_dir: str, params: Any) -> None:
+    """Fails early when the converted dataset cannot train this experiment.
+
+    Reads the convert step's `summary.json` (when there is one) and checks that it was converted
+    for the experiment's task and, for classification, that it has `task.model.num_classes`
+    classes; otherwise labels beyond the logits would train silently on zero targets.
+
+    Raises:
+      ValueError: naming the mismatch and the summary file.
+    """
+    import tensorflow as tf
+
+    path = os.path.join(dataset_dir, "summary.json")
+    if not tf.io.gfile.exists(path):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        summary = json.load(f)
+    task = summary.get("task")
+    expected = _TASK_NAMES.get(task or "")
+    task_name = getattr(params.task, "name", None)
+    if expected and task_name in _TASK_NAMES.values() and task_name != expected:
+        raise ValueError(
+            f"{path}: the dataset was converted for {task}, but the experiment's task is "
+            f"{task_name}; convert the data for {task_name} or pick a {task} experiment"
+        )
+    names = summary.get("class_names")
+    num_classes = params.task.model.num_classes
+    if task == "classification" and names and len(names) != num_classes:
+        raise ValueError(
+            f"task.model.num_classes: {num_classes}, but the dataset in {dataset_dir} has "
+            f"{len(names)} classes ({', '.join(names)}); set task.model.num_classes={len(names)}"
+        )
 
 
 def run(
@@ -53,6 +91,7 @@ def run(
     params.override(data)
     if overrides:  # Explicit overrides win over the dataset defaults.
         params.override(dict(overrides))
+    check_dataset_matches(dataset_dir, params)
     result = run_experiment(params, model_dir, mode=mode, progress=progress)
     export_inference_graph(
         input_type="image_bytes",

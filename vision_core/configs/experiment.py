@@ -67,8 +67,10 @@ def load_experiment(
 ) -> ExperimentConfig:
     """Builds a validated experiment: a registered base, then YAML files, then overrides.
 
-    A YAML file may name its base with a top-level `experiment:` key; otherwise `experiment`
-    (default 'semantic_segmentation') is used. Errors name the file and the dotted path.
+    The base is `experiment`, else the first YAML file's top-level `experiment:` key, else the
+    generic experiment of the task the files describe (`task.name`, e.g. 'image_classification',
+    which a saved `params.yaml` always carries), else 'semantic_segmentation'. Errors name the
+    file and the dotted path.
     """
     layers: list[tuple[str, dict[str, Any]]] = []
     for path in config_files:
@@ -79,6 +81,8 @@ def load_experiment(
         named = data.pop("experiment", None)
         if named and not base:
             base = str(named)
+    if not base:
+        base = _base_from_task_name([data for _, data in layers])
     config = get_exp_config(base or "semantic_segmentation")
     for path, data in layers:
         try:
@@ -93,7 +97,23 @@ def load_experiment(
     return config
 
 
+def _base_from_task_name(layers: list[dict[str, Any]]) -> str | None:
+    """The generic experiment named by the last `task.name` in the layers, if one is registered.
+
+    Every task config has a `name` defaulting to its generic experiment's name, so a config
+    written out by `save_yaml` (params.yaml, the pipeline's experiment JSON) finds its task
+    without an `experiment:` key.
+    """
+    _load_builtin()
+    name = None
+    for data in layers:
+        task = data.get("task")
+        if isinstance(task, Mapping) and isinstance(task.get("name"), str):
+            name = task["name"]
+    return name if name in _EXPERIMENTS else None
+
+
 def _load_builtin() -> None:
     # Task modules register their experiments when imported; import them here so users never
     # have to remember an import.
-    from vision_core.configs import semantic_segmentation  # noqa: F401
+    from vision_core.configs import image_classification, semantic_segmentation  # noqa: F401

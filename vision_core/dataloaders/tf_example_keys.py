@@ -15,8 +15,9 @@ IMAGE_WIDTH = "image/width"
 IMAGE_FILENAME = "image/filename"
 IMAGE_KEY_SHA256 = "image/key/sha256"
 
-# Classification.
+# Classification: one integer class id per image (0-based) and, optionally, its name.
 IMAGE_CLASS_LABEL = "image/class/label"
+IMAGE_CLASS_TEXT = "image/class/text"
 
 # Objects (detection and instance segmentation); boxes are normalized to [0, 1].
 OBJECT_BBOX_XMIN = "image/object/bbox/xmin"

@@ -277,3 +277,125 @@ def random_crop_image_and_mask(
         out_image.set_shape([crop_h, crop_w, image.shape[-1]])
         out_mask.set_shape([crop_h, crop_w, mask.shape[-1]])
         return out_image, out_mask
+
+
+# ------------------------------------------------------------------- classification cropping
+# A window is (offset [2], size [2]) in pixels, int32; the same window can slice a decoded image
+# or be handed to `tf.image.decode_and_crop_jpeg`, which then decodes only that part of a JPEG.
+def center_crop_window(
+    image_shape: tf.Tensor, center_crop_fraction: float = CENTER_CROP_FRACTION
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The centred square window whose side is `center_crop_fraction` of the short side.
+
+    Args:
+      image_shape: [height, width, ...] of the image.
+      center_crop_fraction: side of the square over the image's short side, in (0, 1]; ImageNet
+        evaluation uses 224 / 256 = 0.875.
+
+    Returns:
+      (offset [y, x], size [side, side]), both int32.
+    """
+    shape = tf.cast(image_shape[:2], tf.float32)
+    side = center_crop_fraction * tf.minimum(shape[0], shape[1])
+    # Truncation (not rounding) of both the offset and the side, as Model Garden does.
+    offset = tf.cast((shape - side) / 2.0, tf.int32)
+    side = tf.cast(side, tf.int32)
+    return offset, tf.stack([side, side])
+
+
+def random_crop_window(
+    image_shape: tf.Tensor,
+    aspect_ratio_range: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+    area_range: Sequence[float] = (0.08, 1.0),
+    max_attempts: int = 10,
+    seed: int | None = 1,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """A random window (Inception-style) covering an area fraction within `area_range`.
+
+    After `max_attempts` failed draws the window is the whole image.
+
+    Args:
+      image_shape: [height, width, channels] of the image.
+      aspect_ratio_range: allowed width / height of the window.
+      area_range: allowed window area as a fraction of the image area.
+      max_attempts: draws before falling back to the whole image.
+      seed: op-level seed.
+
+    Returns:
+      (offset [y, x], size [h, w]), both int32.
+    """
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        tf.cast(image_shape, tf.int32),
+        tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4]),
+        seed=seed,
+        min_object_covered=area_range[0],
+        aspect_ratio_range=aspect_ratio_range,
+        area_range=area_range,
+        max_attempts=max_attempts,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return begin[:2], size[:2]
+
+
+def crop_to_window(image: tf.Tensor, offset: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """Slices the [H, W, C] image to the window (offset, size)."""
+    return image[offset[0] : offset[0] + size[0], offset[1] : offset[1] + size[1], :]
+
+
+def decode_and_crop_jpeg(
+    image_bytes: tf.Tensor, offset: tf.Tensor, size: tf.Tensor, channels: int = 3
+) -> tf.Tensor:
+    """Decodes only the window (offset, size) of a JPEG: faster than decoding, then cropping."""
+    window = tf.concat([offset, size], axis=0)
+    return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=channels)
+
+
+def center_crop_image(
+    image: tf.Tensor, center_crop_fraction: float = CENTER_CROP_FRACTION
+) -> tf.Tensor:
+    """The centred square crop of a decoded [H, W, C] image (see `center_crop_window`)."""
+    with tf.name_scope("center_crop_image"):
+        offset, size = center_crop_window(tf.shape(image), center_crop_fraction)
+        return crop_to_window(image, offset, size)
+
+
+def center_crop_image_v2(
+    image_bytes: tf.Tensor,
+    image_shape: tf.Tensor,
+    center_crop_fraction: float = CENTER_CROP_FRACTION,
+) -> tf.Tensor:
+    """`center_crop_image` on JPEG bytes of shape `image_shape`, decoding only the crop."""
+    with tf.name_scope("center_crop_image_v2"):
+        offset, size = center_crop_window(image_shape, center_crop_fraction)
+        return decode_and_crop_jpeg(image_bytes, offset, size)
+
+
+def random_crop_image(
+    image: tf.Tensor,
+    aspect_ratio_range: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+    area_range: Sequence[float] = (0.08, 1.0),
+    max_attempts: int = 10,
+    seed: int | None = 1,
+) -> tf.Tensor:
+    """A random crop of a decoded [H, W, C] image (see `random_crop_window`)."""
+    with tf.name_scope("random_crop_image"):
+        offset, size = random_crop_window(
+            tf.shape(image), aspect_ratio_range, area_range, max_attempts, seed
+        )
+        return crop_to_window(image, offset, size)
+
+
+def random_crop_image_v2(
+    image_bytes: tf.Tensor,
+    image_shape: tf.Tensor,
+    aspect_ratio_range: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+    area_range: Sequence[float] = (0.08, 1.0),
+    max_attempts: int = 10,
+    seed: int | None = 1,
+) -> tf.Tensor:
+    """`random_crop_image` on JPEG bytes of shape `image_shape`, decoding only the crop."""
+    with tf.name_scope("random_crop_image_v2"):
+        offset, size = random_crop_window(
+            image_shape, aspect_ratio_range, area_range, max_attempts, seed
+        )
+        return decode_and_crop_jpeg(image_bytes, offset, size)

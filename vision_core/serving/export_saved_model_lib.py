@@ -1,4 +1,8 @@
-"""SavedModel export for segmentation models (Model Garden's `serving/export_saved_model_lib`).
+"""SavedModel export (Model Garden's `serving/export_saved_model_lib`).
+
+`export_inference_graph` picks the serving module by the task config: image classification
+gets `vision_core.serving.image_classification.ClassificationModule` (`logits`, `probs`,
+`classes`); semantic segmentation gets `SegmentationExportModule`, below.
 
 The exported model takes raw images, so callers never re-implement the training preprocessing:
   * `image_bytes`: a batch of encoded JPEG/PNG strings, shape [B];
@@ -21,16 +25,15 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from vision_core.dataloaders import tf_example_keys as keys
 from vision_core.hyperparams import save_yaml
 from vision_core.ops import preprocess_ops
+from vision_core.serving import export_base
+from vision_core.serving.export_base import INPUT_TYPES  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
-INPUT_TYPES = ("image_tensor", "image_bytes", "tf_example")
 
-
-class SegmentationExportModule(tf.Module):
+class SegmentationExportModule(export_base.ExportModule):
     """Wraps a segmentation model with preprocessing and postprocessing for serving."""
 
     def __init__(
@@ -40,13 +43,10 @@ class SegmentationExportModule(tf.Module):
         num_channels: int = 3,
         rescale_output: bool = True,
     ):
-        super().__init__()
-        self.model = model
-        self._size = [int(s) for s in input_image_size[:2]]
-        self._channels = num_channels
+        super().__init__(model, input_image_size, num_channels)
         self._rescale = rescale_output
 
-    def _preprocess(self, image: tf.Tensor):
+    def preprocess_one(self, image: tf.Tensor):
         image = tf.image.convert_image_dtype(image, tf.uint8)  # no-op for uint8
         image = preprocess_ops.normalize_image(image)
         image, image_info = preprocess_ops.resize_and_crop_image(
@@ -55,19 +55,11 @@ class SegmentationExportModule(tf.Module):
         image.set_shape(self._size + [self._channels])
         return image, image_info
 
-    def _run(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """images: uint8 [B, H, W, C] (same size within the batch)."""
-        processed, image_info = tf.map_fn(
-            self._preprocess,
-            images,
-            fn_output_signature=(
-                tf.TensorSpec(self._size + [self._channels], tf.float32),
-                tf.TensorSpec([4, 2], tf.float32),
-            ),
-        )
-        return self._postprocess(processed, image_info)
+    def preprocess_signature(self):
+        return (super().preprocess_signature(), tf.TensorSpec([4, 2], tf.float32))
 
-    def _postprocess(self, processed, image_info) -> dict[str, tf.Tensor]:
+    def postprocess(self, preprocessed) -> dict[str, tf.Tensor]:
+        processed, image_info = preprocessed
         outputs = self.model(processed, training=False)
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs
         logits = tf.cast(logits, tf.float32)
@@ -95,46 +87,19 @@ class SegmentationExportModule(tf.Module):
         )
         return result
 
-    def _decode(self, encoded: tf.Tensor):
-        image = tf.io.decode_image(encoded, channels=self._channels, expand_animations=False)
-        processed, info = self._preprocess(image)
-        return processed, info
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    def serve_image_tensor(self, images):
-        return self._run(images)
+def build_export_module(
+    model: tf_keras.Model, params: Any, input_image_size: list[int], num_channels: int = 3
+) -> tf.Module:
+    """The serving module for `params.task`'s type (classification or segmentation)."""
+    from vision_core.configs.image_classification import ImageClassificationTask
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def serve_image_bytes(self, image_bytes):
-        processed, image_info = tf.map_fn(
-            self._decode,
-            image_bytes,
-            fn_output_signature=(
-                tf.TensorSpec(self._size + [self._channels], tf.float32),
-                tf.TensorSpec([4, 2], tf.float32),
-            ),
-        )
-        return self._postprocess(processed, image_info)
+    if isinstance(params.task, ImageClassificationTask):
+        from vision_core.serving import image_classification
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def serve_tf_example(self, serialized):
-        parsed = tf.io.parse_example(
-            serialized, {keys.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string)}
-        )
-        return self.serve_image_bytes(parsed[keys.IMAGE_ENCODED])
-
-    def signatures(self, input_type: str) -> dict[str, Any]:
-        if input_type not in INPUT_TYPES:
-            raise ValueError(f"input_type: expected one of {INPUT_TYPES}, got {input_type!r}")
-        fns = {
-            "image_tensor": self.serve_image_tensor,
-            "image_bytes": self.serve_image_bytes,
-            "tf_example": self.serve_tf_example,
-        }
-        sigs = {"serving_default": fns[input_type].get_concrete_function()}
-        for name, fn in fns.items():
-            sigs[f"serve_{name}"] = fn.get_concrete_function()
-        return sigs
+        return image_classification.build_module(model, params, input_image_size, num_channels)
+    rescale = getattr(getattr(params.task, "export_config", None), "rescale_output", True)
+    return SegmentationExportModule(model, input_image_size, num_channels, rescale)
 
 
 def export_inference_graph(
@@ -168,8 +133,7 @@ def export_inference_graph(
             path
         ).expect_partial().assert_existing_objects_matched()
         logger.info("Restored model weights from %s", path)
-    rescale = getattr(getattr(params.task, "export_config", None), "rescale_output", True)
-    module = SegmentationExportModule(model, input_image_size, num_channels, rescale)
+    module = build_export_module(model, params, input_image_size, num_channels)
     parent = os.path.dirname(os.path.abspath(export_dir)) if "://" not in export_dir else None
     if parent is None:
         tmp = f"{export_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"

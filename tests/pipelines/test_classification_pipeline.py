@@ -1,0 +1,156 @@
+"""The classification pipeline: config checks, compiling, and a tiny run under kfp.local."""
+
+import pytest
+import yaml
+
+from components.registry import open_registry
+from pipelines.cli import main as cli_main
+from pipelines.config import PROJECT_ROOT, load_pipeline_config
+from pipelines.local_run import run_local
+
+SHAPES_CLASSIFICATION = f"{PROJECT_ROOT}/configs/pipelines/shapes_classification.yaml"
+
+
+def test_shapes_classification_compiles_with_the_accuracy_evaluator(tmp_path):
+    out = tmp_path / "p.yaml"
+    assert cli_main(["compile", SHAPES_CLASSIFICATION, "-o", str(out)]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {
+        "convert-dataset-op",
+        "train-op",
+        "evaluate-op",
+        "validate-op",
+    } <= set(tasks)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["gate_metric"]["defaultValue"] == "top_1_accuracy"
+    assert params["num_classes"]["defaultValue"] == 3
+    assert params["evaluate_options"]["defaultValue"] == {"top_k": 2}
+    evaluate_inputs = tasks["evaluate-op"]["inputs"]["parameters"]
+    assert evaluate_inputs["task"]["runtimeValue"]["constant"] == "classification"
+    assert params["class_names"]["defaultValue"] == ["circle", "square", "triangle"]
+    convert_inputs = tasks["convert-dataset-op"]["inputs"]["parameters"]
+    assert convert_inputs["task"]["runtimeValue"]["constant"] == "classification"
+    exp = yaml.safe_load(params["experiment_yaml"]["defaultValue"])
+    assert exp["task"]["name"] == "image_classification"
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_gate_metric_and_experiment_must_fit_the_task(tmp_path, capsys):
+    bad_gate = tmp_path / "configs" / "pipelines" / "g.yaml"
+    _write(bad_gate, {"task": "classification"})
+    assert cli_main(["run", str(bad_gate)]) == 2
+    err = capsys.readouterr().err
+    assert "gate.metric: 'mean_iou' is not reported by classification evaluation" in err
+    assert "top_1_accuracy" in err
+
+    mismatch = tmp_path / "configs" / "pipelines" / "m.yaml"
+    _write(
+        mismatch,
+        {
+            "task": "classification",
+            "gate": {"metric": "top_1_accuracy"},
+            "experiment": {"name": "shapes_segmentation"},
+        },
+    )
+    assert cli_main(["run", str(mismatch)]) == 2
+    err = capsys.readouterr().err
+    assert "pipeline task is 'classification'" in err and "semantic_segmentation" in err
+    assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.slow
+def test_classification_pipeline_runs_end_to_end(tmp_path, capsys):
+    exp = {
+        "experiment": "shapes_classification",
+        "task": {
+            "model": {
+                "input_size": [32, 32, 3],
+                "backbone": {"type": "resnet", "resnet": {"model_id": 10}},
+            },
+            "train_data": {"global_batch_size": 4},
+            "validation_data": {"global_batch_size": 4},
+        },
+        "trainer": {
+            "train_steps": 4,
+            "validation_interval": 4,
+            "steps_per_loop": 2,
+            "checkpoint_interval": 2,
+            "optimizer_config": {
+                "learning_rate": {"cosine": {"decay_steps": 4}},
+                "warmup": {"linear": {"warmup_steps": 1}},
+            },
+        },
+    }
+    _write(tmp_path / "configs" / "experiments" / "tiny.yaml", exp)
+    pipe = {
+        "name": "tiny-cls",
+        "task": "classification",
+        "dataset": {
+            "source": "shapes",
+            "shapes": {"num_train": 8, "num_validation": 5, "image_size": [32, 32], "seed": 2},
+            "num_shards": 2,
+        },
+        "experiment": {"config_file": "configs/experiments/tiny.yaml"},
+        "gate": {"metric": "top_1_accuracy", "min_value": 0.0, "max_regression": 1.0},
+        "registry": {"uri": "artifacts/registry", "model_name": "tiny-cls"},
+        "pipeline_root": "artifacts/root",
+    }
+    pipe_path = tmp_path / "configs" / "pipelines" / "tiny.yaml"
+    _write(pipe_path, pipe)
+    config = load_pipeline_config(str(pipe_path))
+
+    summary = run_local(config)
+    metrics = summary["metrics"]
+    assert metrics["num_examples"] == 5
+    assert 0.0 <= metrics["top_1_accuracy"] <= metrics["top_2_accuracy"] <= 1.0
+    assert {k for k in metrics if k.startswith("accuracy/")} == {
+        "accuracy/circle",
+        "accuracy/square",
+        "accuracy/triangle",
+    }
+    assert summary["gate"]["passed"] is True
+    assert summary["registry"]["version"] == 1
+    registry = open_registry(config.registry.uri)
+    assert registry.get_alias("tiny-cls", "champion") == 1
+    record = registry.get_version("tiny-cls", 1)
+    assert record.metrics["top_1_accuracy"] == metrics["top_1_accuracy"]
+    assert record.lineage["dataset_fingerprint"]
+    with open(summary["report"]) as f:
+        report = f.read()
+    assert "| circle |" in report and "top-1 accuracy" in report
+
+    # The summary the CLI prints shows accuracy, not IoU.
+    code = cli_main(["run", str(pipe_path), "--set", "gate.min_value=1.5"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "top-1 accuracy" in printed and "accuracy circle" in printed
+    assert "held back" in printed and "mean IoU" not in printed
+    assert [v.version for v in registry.list_versions("tiny-cls")] == [1]
+
+
+def test_summary_format_for_classification():
+    from pipelines.cli import format_summary
+
+    config = load_pipeline_config(SHAPES_CLASSIFICATION)
+    text = format_summary(
+        {
+            "wall_seconds": 1.0,
+            "metrics": {
+                "num_examples": 4,
+                "top_1_accuracy": 0.75,
+                "top_2_accuracy": 1.0,
+                "accuracy/circle": 0.5,
+                "accuracy/square": None,
+            },
+            "gate": {"passed": True, "reason": "ok"},
+            "registry": {"uri": "r", "model_name": "m", "version": 2},
+        },
+        config,
+    )
+    assert "top-1 accuracy  0.7500" in text and "top-2 accuracy  1.0000" in text
+    assert "accuracy circle      0.5000" in text and "accuracy square      absent" in text
