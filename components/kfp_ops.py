@@ -8,7 +8,7 @@ graph runs under `kfp.local.SubprocessRunner` (the package is installed locally)
 import types
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 DEFAULT_IMAGE = "vision-pipelines:0.1.0"
 
@@ -98,9 +98,12 @@ def evaluate_op(
     options: dict,
     metrics: Output[Metrics],
     report: Output[Markdown],
+    figures: Output[HTML],
 ) -> dict:
     """The task's metrics of the exported SavedModel on the validation split (segmentation:
-    mIoU + per-class IoU; classification: top-1 / top-k + per-class accuracy)."""
+    mIoU + per-class IoU; classification: top-1 / top-k + per-class accuracy; detection: COCO
+    AP + per-class AP, and a figure of validation images with predicted and true boxes)."""
+    import base64
     import os
     import shutil
     import tempfile
@@ -122,6 +125,15 @@ def evaluate_op(
         if isinstance(value, int | float):
             metrics.log_metric(key, float(value))
     shutil.copyfile(os.path.join(out, "report.md"), report.path)
+    # The KFP UI renders HTML artifacts inline, so the figures are embedded as data URIs.
+    body = ""
+    for name in sorted(n for n in os.listdir(out) if n.endswith(".png")):
+        with open(os.path.join(out, name), "rb") as png:
+            encoded = base64.b64encode(png.read()).decode()
+        body += f'<h3>{name}</h3><img alt="{name}" src="data:image/png;base64,{encoded}"/>'
+
+    with open(figures.path, "w") as f:
+        f.write(f"<html><body>{body or '<p>No figures for this task.</p>'}</body></html>")
     shutil.rmtree(out, ignore_errors=True)
     return result
 

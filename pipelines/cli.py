@@ -63,12 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="SavedModel folder")
     ev.add_argument("--dataset", required=True, help="converted dataset folder")
     ev.add_argument("--num-classes", type=int, required=True)
-    ev.add_argument("--task", choices=["segmentation", "classification"], default="segmentation")
+    ev.add_argument(
+        "--task", choices=["segmentation", "classification", "detection"], default="segmentation"
+    )
     ev.add_argument("--class-names", default="", help="comma-separated")
     ev.add_argument("--ignore-label", type=int, default=255, help="segmentation only")
     ev.add_argument("--top-k", type=int, default=5, help="classification only")
     ev.add_argument("--split", default="validation")
     ev.add_argument("--output", default="evaluation")
+
+    pred = sub.add_parser(
+        "predict", help="run an exported SavedModel on images; detections are drawn into PNGs"
+    )
+    pred.add_argument("model", help="SavedModel folder (e.g. a registry version's saved_model)")
+    pred.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    pred.add_argument("--output", default="predictions", help="folder for the drawn PNGs")
+    pred.add_argument("--min-score", type=float, default=0.3, help="lowest detection score drawn")
+    pred.add_argument("--class-names", default="", help="comma-separated; default: the model's")
 
     reg = sub.add_parser("registry", help="inspect a model registry")
     reg.add_argument("action", choices=["list", "show"])
@@ -172,6 +183,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print(json.dumps(metrics, indent=2))
         return 0
+    if args.command == "predict":
+        from pipelines.predict import predict
+
+        names = [n for n in args.class_names.split(",") if n] or None
+        for record in predict(args.model, args.images, args.output, args.min_score, names):
+            print(json.dumps(record))
+        return 0
     if args.command == "registry":
         return _cmd_registry(args)
     if args.command == "import-weights":
@@ -214,6 +232,10 @@ def format_summary(summary: dict[str, Any], config) -> str:
                     label = f"{key[:-9].replace('_', '-')} accuracy"
                     lines.append(f"  {label:<16}{value:.4f}")
             per_class = ("accuracy/", "accuracy")
+        elif "AP50" in metrics:
+            for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax100"):
+                lines.append(f"  {key:<16}{metrics.get(key, float('nan')):.4f}")
+            per_class = ("AP/", "AP")
         else:
             lines.append(f"  mean IoU        {metrics.get('mean_iou', float('nan')):.4f}")
             lines.append(f"  pixel accuracy  {metrics.get('pixel_accuracy', float('nan')):.4f}")
@@ -241,6 +263,8 @@ def format_summary(summary: dict[str, Any], config) -> str:
         f"  run folder  {summary.get('run_dir')}",
         f"  report      {summary.get('report')}",
     ]
+    if (summary.get("metrics") or {}).get("AP50") is not None:
+        lines.append(f"  figures     {summary.get('figures')}")
     train = summary.get("train") or {}
     if train.get("export_dir"):
         lines.append(f"  SavedModel  {train['export_dir']}")

@@ -92,7 +92,11 @@ class RegistryConfig(Config):
 TASK_METRICS = {
     "segmentation": ("mean_iou", "pixel_accuracy", "iou/<class name>"),
     "classification": ("top_1_accuracy", "top_<k>_accuracy", "accuracy/<class name>"),
-}
+    "detection": (
+        "AP", "AP50", "AP75", "APs", "APm", "APl", "ARmax1", "ARmax10", "ARmax100",
+        "AP/<class name>", "AP50/<class name>",
+    ),
+}  # fmt: skip
 
 
 def _metric_known(task: str, metric: str) -> bool:
@@ -110,7 +114,7 @@ def _metric_known(task: str, metric: str) -> bool:
 @dataclasses.dataclass
 class PipelineConfig(Config):
     name: str = "vision-pipeline"
-    task: Literal["segmentation", "classification"] = "segmentation"
+    task: Literal["segmentation", "classification", "detection"] = "segmentation"
     dataset: DatasetConfig = sub(DatasetConfig)
     experiment: ExperimentRef = sub(ExperimentRef)
     gate: GateConfig = sub(GateConfig)

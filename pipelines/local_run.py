@@ -107,6 +107,7 @@ def summarize_run(run_dir: str | None, config: PipelineConfig) -> dict[str, Any]
         },
         "train": train.get("Output", {}),
         "report": os.path.join(find("evaluate").get("dir", ""), "report"),
+        "figures": os.path.join(find("evaluate").get("dir", ""), "figures"),
     }
 
 

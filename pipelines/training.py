@@ -31,6 +31,7 @@ def resolve_experiment(config: PipelineConfig) -> ExperimentConfig:
 EXPERIMENT_TASKS = {
     "segmentation": "semantic_segmentation",
     "classification": "image_classification",
+    "detection": "retinanet",
 }
 
 
@@ -135,11 +136,11 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
         "run_name": run_name,
     }
 
-    evaluate_options = (
-        {"top_k": experiment.task.evaluation.top_k}
-        if config.task == "classification"
-        else {"ignore_label": experiment.task.losses.ignore_label}
-    )
+    evaluate_options = {
+        "classification": lambda: {"top_k": experiment.task.evaluation.top_k},
+        "segmentation": lambda: {"ignore_label": experiment.task.losses.ignore_label},
+        "detection": lambda: {},
+    }[config.task]()
     c = common
 
     @dsl.pipeline(

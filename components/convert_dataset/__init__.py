@@ -3,6 +3,8 @@
 Modules:
   shapes    -- a seeded generator of the built-in "shapes" segmentation/detection dataset.
   sources   -- readers that turn a dataset folder into records (key + feature dict).
+  records   -- the record types every source produces.
+  coco      -- the COCO JSON source (detection records, COCO groundtruth for evaluation).
   examples  -- feature dict → tf.train.Example.
   pipeline  -- the Apache Beam pipeline and the step's `run(...)` entry point.
   rle       -- COCO run-length encoding of binary masks.

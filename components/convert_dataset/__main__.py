@@ -1,4 +1,9 @@
-"""Command line: `python -m components.convert_dataset --source folders --source-dir D --output O`.
+"""Command line: `python -m components.convert_dataset [SOURCE] --source-dir D --output O`.
+
+SOURCE (first argument, or `--source`) is folders, shapes or coco, e.g.
+
+    python -m components.convert_dataset coco --images val2017 \
+        --annotations instances_val2017.json --output out
 
 Flags this parser does not know (`--runner`, `--project`, `--region`, `--temp_location`,
 `--num_workers`, ...) are handed to Beam as pipeline options.
@@ -8,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import posixpath
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from components.convert_dataset import errors
+
+SOURCE_CHOICES = ("folders", "shapes", "coco")
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -47,19 +55,27 @@ def _parser() -> argparse.ArgumentParser:
         # Abbreviations could swallow Beam flags that share a prefix with ours.
         allow_abbrev=False,
     )
-    parser.add_argument("--source", default="folders", choices=("folders", "shapes"))
+    parser.add_argument(
+        "--source",
+        default=None,
+        choices=SOURCE_CHOICES,
+        help="dataset layout (default folders); may also be given as the first argument",
+    )
     parser.add_argument(
         "--task",
-        default="segmentation",
-        choices=("segmentation", "classification"),
+        default=None,
+        choices=("segmentation", "classification", "detection"),
         help="segmentation: masks in image/segmentation/class/encoded; classification: "
-        "image/class/label (shapes images are labelled by their dominant shape)",
+        "image/class/label (shapes images are labelled by their dominant shape); detection: "
+        "image/object/* boxes and classes from COCO JSON (default: detection for --source "
+        "coco, else segmentation)",
     )
     parser.add_argument(
         "--source-dir",
         help="dataset folder: images/<split> + masks/<split> for segmentation, "
-        "<split>/<class_name>/ for classification; for --source shapes the folder to generate "
-        "into (default: a temporary folder)",
+        "<split>/<class_name>/ for classification, annotations/instances_<split>.json + "
+        "images/<split>/ for coco; for --source shapes the folder to generate into (default: "
+        "a temporary folder)",
     )
     parser.add_argument(
         "--class-names",
@@ -67,8 +83,36 @@ def _parser() -> argparse.ArgumentParser:
         help="classification with folders: comma-separated class order (ids follow it); "
         "default: the sorted class folder names",
     )
+    detection = parser.add_argument_group("coco source (detection)")
+    detection.add_argument(
+        "--annotations",
+        action="append",
+        default=[],
+        metavar="[SPLIT=]FILE",
+        help="COCO instances JSON; repeat as SPLIT=FILE for several splits. One plain FILE "
+        "is the split --splits names, else the split its name suggests (instances_val2017.json "
+        "→ val2017). Default: <source-dir>/annotations/instances_<split>.json",
+    )
+    detection.add_argument(
+        "--images",
+        action="append",
+        default=[],
+        metavar="[SPLIT=]DIR",
+        help="image folder of the annotations' file names; repeat as SPLIT=DIR for several "
+        "splits. Default: <source-dir>/images/<split>",
+    )
+    detection.add_argument(
+        "--include-masks",
+        action="store_true",
+        help="also write the instance masks (image/object/mask, one PNG per object)",
+    )
     parser.add_argument("--output", required=True, help="output folder for the TFRecords")
-    parser.add_argument("--splits", default="train,validation", help="comma-separated split names")
+    parser.add_argument(
+        "--splits",
+        default=None,
+        help="comma-separated split names (default train,validation; for coco with "
+        "--annotations, the splits those name)",
+    )
     parser.add_argument("--num-shards", type=int, default=4)
     parser.add_argument("--compression", choices=("none", "gzip"), default="none")
     parser.add_argument("--strict", action="store_true", help="fail if any record is bad")
@@ -101,6 +145,9 @@ def _print_summary(summary: dict[str, Any], output: str) -> None:
     print(f"Wrote {summary['records']} records to {output} (fingerprint {summary['fingerprint']})")
     if summary.get("class_names"):
         print(f"  classes: {', '.join(summary['class_names'])}")
+    if summary.get("annotation_files"):
+        for split, path in summary["annotation_files"].items():
+            print(f"  {split} groundtruth (COCO JSON): {output.rstrip('/')}/{path}")
     for split, s in summary["splits"].items():
         line = f"  {split}: {s['records']} records in {len(s['shards'])} shards"
         if s["bad_records"]:
@@ -111,9 +158,82 @@ def _print_summary(summary: dict[str, Any], output: str) -> None:
         print(f"Bad records are listed in {output.rstrip('/')}/bad_records.jsonl")
 
 
+def _parse_split_paths(values: Iterable[str], option: str) -> dict[str | None, str]:
+    """'DIR' or 'SPLIT=DIR' values of a repeatable option → {split or None: path}.
+
+    Raises:
+      ConversionError: a split named twice, or an unnamed value together with others.
+    """
+    out: dict[str | None, str] = {}
+    for value in values:
+        split, sep, path = value.partition("=")
+        # gs://bucket/a=b has '=' after a '/': that is a path, not SPLIT=PATH.
+        if not sep or "/" in split or not split:
+            split, path = None, value
+        if split in out:
+            raise errors.ConversionError(
+                f"{option}: {'split ' + split if split else 'a path'} is given twice"
+            )
+        out[split] = path
+    if None in out and len(out) > 1:
+        raise errors.ConversionError(
+            f"{option}: give either one path, or SPLIT=PATH for every split, not both"
+        )
+    return out
+
+
+def _split_from_annotation_file(path: str) -> str:
+    """The split an annotation file's name suggests: instances_val2017.json → 'val2017'."""
+    stem = posixpath.splitext(posixpath.basename(path))[0]
+    return stem.removeprefix("instances_") or stem
+
+
+def _coco_paths(
+    args: argparse.Namespace,
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Splits, {split: annotation file} and {split: image folder} from --splits,
+    --annotations and --images."""
+    annotations = _parse_split_paths(args.annotations, "--annotations")
+    image_dirs = _parse_split_paths(args.images, "--images")
+    splits = [s.strip() for s in (args.splits or "").split(",") if s.strip()]
+    if not splits:
+        named = [s for s in annotations if s is not None]
+        if None in annotations:
+            named = [_split_from_annotation_file(annotations[None])]
+        splits = named or ["train", "validation"]
+    for option, paths in (("--annotations", annotations), ("--images", image_dirs)):
+        if None in paths and len(splits) != 1:
+            raise errors.ConversionError(
+                f"{option}: a path without SPLIT= needs exactly one split, got {splits}; "
+                "write SPLIT=PATH per split"
+            )
+        unknown = sorted(set(paths) - {None} - set(splits))
+        if unknown:
+            raise errors.ConversionError(
+                f"{option}: splits {unknown} are not among the converted splits {splits}"
+            )
+
+    def per_split(paths: dict[str | None, str]) -> dict[str, str]:
+        return {(split or splits[0]): path for split, path in paths.items()}
+
+    return splits, per_split(annotations), per_split(image_dirs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the conversion; returns the process exit code (0 ok, 1 bad input or failure)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `convert coco --images ...`: a leading source name, as `vision-pipelines convert` takes it.
+    leading_source = argv.pop(0) if argv and argv[0] in SOURCE_CHOICES else None
     args, beam_args = _parser().parse_known_args(argv)
+    if leading_source and args.source and args.source != leading_source:
+        print(
+            f"error: source given twice: {leading_source!r} and --source {args.source!r}",
+            file=sys.stderr,
+        )
+        return 2
+    args.source = leading_source or args.source or "folders"
+    if args.task is None:
+        args.task = "detection" if args.source == "coco" else "segmentation"
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -133,10 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "radius_range": args.radius_range,
         }
     try:
+        if (args.annotations or args.images) and args.source != "coco":
+            raise errors.ConversionError("--annotations and --images belong to --source coco")
+        splits, annotation_files, image_dirs = _coco_paths(args)
         summary = pipeline.run(
             source_dir=args.source_dir,
             output_dir=args.output,
-            splits=[s.strip() for s in args.splits.split(",") if s.strip()],
+            splits=splits,
             num_shards=args.num_shards,
             compression=None if args.compression == "none" else args.compression,
             strict=args.strict,
@@ -148,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             direct_num_workers=args.direct_num_workers,
             task=args.task,
             class_names=[c.strip() for c in args.class_names.split(",") if c.strip()] or None,
+            annotation_files=annotation_files or None,
+            image_dirs=image_dirs or None,
+            include_masks=args.include_masks,
         )
     except errors.ConversionError as e:
         if args.debug:

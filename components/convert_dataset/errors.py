@@ -38,6 +38,15 @@ MASK_SIZE_MISMATCH = "mask_size_mismatch"
 DUPLICATE_STEM = "duplicate_stem"
 # Classification: an image whose class cannot be determined (e.g. a shapes mask with no shape).
 LABEL_MISSING = "label_missing"
+# Detection (COCO JSON): the image file named by the JSON is absent; the image's pixel size
+# differs from the JSON's height/width; an annotation's category is not among the categories;
+# an annotation is malformed (box, or segmentation when masks are written); two images share a
+# file name.
+IMAGE_MISSING = "image_missing"
+IMAGE_SIZE_MISMATCH = "image_size_mismatch"
+UNKNOWN_CATEGORY = "unknown_category"
+ANNOTATION_INVALID = "annotation_invalid"
+DUPLICATE_IMAGE = "duplicate_image"
 
 REASONS = (
     IMAGE_CORRUPT,
@@ -50,4 +59,9 @@ REASONS = (
     MASK_SIZE_MISMATCH,
     DUPLICATE_STEM,
     LABEL_MISSING,
+    IMAGE_MISSING,
+    IMAGE_SIZE_MISMATCH,
+    UNKNOWN_CATEGORY,
+    ANNOTATION_INVALID,
+    DUPLICATE_IMAGE,
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 import tempfile
 import uuid
 from collections import Counter
@@ -33,7 +34,8 @@ from components.convert_dataset import _fs, errors, examples, shapes, sources
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("segmentation", "classification")
+TASKS = ("segmentation", "classification", "detection")
+SOURCE_NAMES = ("folders", "shapes", "coco")
 SUMMARY_FILE = "summary.json"
 BAD_RECORDS_FILE = "bad_records.jsonl"
 SUMMARY_VERSION = 1
@@ -208,7 +210,16 @@ def _check_output_dir(output_dir: str, overwrite: bool) -> None:
 
 def _remove_previous_outputs(output_dir: str) -> None:
     """Deletes what an earlier conversion wrote (summary first, so nothing looks complete)."""
-    _fs.remove(_fs.join(output_dir, SUMMARY_FILE))
+    summary_path = _fs.join(output_dir, SUMMARY_FILE)
+    previous: dict[str, Any] = {}
+    if _fs.exists(summary_path):
+        try:
+            previous = json.loads(_fs.read_bytes(summary_path))
+        except ValueError:
+            previous = {}
+    _fs.remove(summary_path)
+    for relative in (previous.get("annotation_files") or {}).values():
+        _fs.remove(_fs.join(output_dir, relative))
     _fs.remove(_fs.join(output_dir, BAD_RECORDS_FILE))
     for pattern in ("*-?????-of-?????.tfrecord", "*-?????-of-?????.tfrecord.gz"):
         for path in sorted(tf.io.gfile.glob(_fs.join(output_dir, pattern))):
@@ -270,6 +281,24 @@ def _summarize(
     }
 
 
+def _write_groundtruth(
+    src: Any, splits: Sequence[str], bad: Sequence[Mapping[str, str]], tmp_dir: str
+) -> dict[str, str]:
+    """Writes each split's COCO groundtruth (what its good records hold) under `tmp_dir`.
+
+    Returns:
+      {split: path relative to the output folder}.
+    """
+    written = {}
+    for split in splits:
+        bad_keys = {b["record_id"] for b in bad if b["split"] == split}
+        dataset = src.groundtruth_dataset(split, exclude=bad_keys)
+        relative = posixpath.join("annotations", f"instances_{split}.json")
+        _fs.write_text_atomic(_fs.join(tmp_dir, relative), json.dumps(dataset) + "\n")
+        written[split] = relative
+    return written
+
+
 def _strict_error(bad: Sequence[Mapping[str, str]]) -> errors.ConversionError:
     lines = [f"  {b['split']}/{b['record_id']}: {b['reason']}: {b['path']}" for b in bad]
     if len(lines) > _STRICT_LIST_LIMIT:
@@ -294,6 +323,9 @@ def run(
     direct_num_workers: int = 1,
     task: str = "segmentation",
     class_names: Sequence[str] | None = None,
+    annotation_files: Mapping[str, str] | None = None,
+    image_dirs: Mapping[str, str] | None = None,
+    include_masks: bool = False,
 ) -> dict[str, Any]:
     """Converts a dataset folder into sharded TFRecords of Model Garden tf.Examples.
 
@@ -308,25 +340,37 @@ def run(
       strict: Fail (writing nothing) if any record is bad, instead of skipping and reporting it.
       overwrite: Allow a non-empty `output_dir`; an earlier conversion's files are replaced.
       beam_args: Extra Beam pipeline flags (`--runner`, `--project`, `--temp_location`, ...).
-      source: 'folders' or 'shapes'. For segmentation, folders means images/<split> +
-        masks/<split>; for classification, ImageNet-style <split>/<class_name>/<image>.
+      source: 'folders', 'shapes' or 'coco'. For segmentation, folders means images/<split> +
+        masks/<split>; for classification, ImageNet-style <split>/<class_name>/<image>. 'coco'
+        (detection only) reads annotations/instances_<split>.json + images/<split>/ under
+        `source_dir`, or the paths given in `annotation_files` / `image_dirs`.
       shapes_options: Keyword arguments of `shapes.generate_shapes_dataset` (num_train,
         num_validation, image_size, seed, min_objects, max_objects, radius_range) for
         `source='shapes'`.
       direct_running_mode: 'in_memory', 'multi_threading' or 'multi_processing' (DirectRunner).
       direct_num_workers: Worker count for the DirectRunner.
-      task: 'segmentation' (records carry `image/segmentation/class/encoded`) or
+      task: 'segmentation' (records carry `image/segmentation/class/encoded`),
         'classification' (records carry `image/class/label` and `image/class/text`; shapes
-        images are labelled by their dominant shape).
+        images are labelled by their dominant shape) or 'detection' (Model Garden's
+        `image/object/*` boxes, classes 1..N, crowd flags, areas; from 'coco' or 'shapes').
       class_names: Classification with folders: the class order (ids are positions in it);
         default the sorted class folder names. Ignored otherwise.
+      annotation_files: 'coco': {split: COCO instances JSON} instead of the default layout.
+      image_dirs: 'coco': {split: image folder} instead of the default layout.
+      include_masks: detection: also write `image/object/mask` (one 0/1 PNG per object).
 
     Returns:
       The summary also written to `summary.json`: per split the records written, bad records by
       reason, shard files, a class histogram (pixels per class for segmentation as
       `class_pixel_histogram`, images per class id for classification as `class_histogram`) and
       a fingerprint (sha256 over sorted record keys and the sha256 of each serialized example);
-      for classification also the `class_names` the ids index.
+      for classification also the `class_names` the ids index. For detection: `class_names`
+      by class id ('background' first), `coco_category_ids` (the source's id of class 1, 2, ...),
+      objects per class id as `class_histogram`, per split the counts `boxes_clipped`,
+      `boxes_dropped_zero_area`, `images_without_objects`, `annotations_without_image`, and
+      `annotation_files` {split: path relative to `output_dir`} of the COCO groundtruth JSON
+      written beside the TFRecords (contiguous class ids, bad records left out), with
+      `annotation_file` the validation split's (the COCO evaluator's `annotation_file`).
 
     Raises:
       ConversionError: bad options, a missing or malformed source folder, a non-empty output
@@ -334,8 +378,16 @@ def run(
     """
     if task not in TASKS:
         raise errors.ConversionError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-    if source not in ("folders", "shapes"):
-        raise errors.ConversionError(f"source must be 'folders' or 'shapes', got {source!r}")
+    if source not in SOURCE_NAMES:
+        raise errors.ConversionError(
+            f"source must be one of {', '.join(SOURCE_NAMES)}, got {source!r}"
+        )
+    if source == "coco" and task != "detection":
+        raise errors.ConversionError(f"source 'coco' converts for task 'detection', not {task!r}")
+    if task == "detection" and source == "folders":
+        raise errors.ConversionError(
+            "task 'detection' reads COCO JSON: use source 'coco' (or 'shapes'), not 'folders'"
+        )
     splits = list(splits)
     if not splits or len(set(splits)) != len(splits):
         raise errors.ConversionError(f"splits must be distinct names, got {splits}")
@@ -362,9 +414,15 @@ def run(
             source_info = shapes.generate_shapes_dataset(source_dir, **dict(shapes_options or {}))
         except (ValueError, TypeError, FileExistsError) as e:
             raise errors.ConversionError(f"cannot generate the shapes dataset: {e}") from e
-    elif source_dir is None:
+    elif source_dir is None and source != "coco":
         raise errors.ConversionError(f"source {source!r} needs a source_dir")
     source_name, source_options = _source_for(source, task, splits, class_names)
+    if source_name == "coco":
+        source_options.update(
+            annotation_files=dict(annotation_files or {}),
+            image_dirs=dict(image_dirs or {}),
+            include_masks=bool(include_masks),
+        )
     try:
         return _convert(
             source_name, source_dir, output_dir, splits, num_shards, compression, strict,
@@ -386,6 +444,9 @@ def _source_for(
     source: str, task: str, splits: Sequence[str], class_names: Sequence[str] | None
 ) -> tuple[str, dict[str, Any]]:
     """The `sources.SOURCES` entry (and its options) reading `source` for `task`."""
+    if task == "detection":
+        # The shapes generator writes COCO JSON in the 'coco' source's default layout.
+        return "coco", {"splits": tuple(splits)}
     if task == "segmentation":
         # The shapes generator writes the folders layout.
         return "folders", {}
@@ -396,7 +457,7 @@ def _source_for(
 
 def _convert(
     source_name: str,
-    source_dir: str,
+    source_dir: str | None,
     output_dir: str,
     splits: Sequence[str],
     num_shards: int,
@@ -434,19 +495,28 @@ def _convert(
         bad = [json.loads(line) for line in _fs.read_bytes(bad_path).decode().splitlines()]
         if strict and bad:
             raise _strict_error(bad)
-        classification = extra.get("task") == "classification"
+        task = extra.get("task")
         summary = _summarize(
             tmp_dir, splits, num_shards, compression, bad, notes,
-            "class_histogram" if classification else "class_pixel_histogram",
+            "class_pixel_histogram" if task == "segmentation" else "class_histogram",
         )  # fmt: skip
         summary.update(extra)
-        if classification:
+        if task in ("classification", "detection"):
             summary["class_names"] = list(src.class_names)
+        groundtruth_files = {}
+        if task == "detection":
+            summary["coco_category_ids"] = list(src.category_ids)
+            groundtruth_files = _write_groundtruth(src, splits, bad, tmp_dir)
+            summary["annotation_files"] = groundtruth_files
+            summary["annotation_file"] = groundtruth_files.get("validation")
         if overwrite:
             _remove_previous_outputs(output_dir)
         for split in splits:
             for name in summary["splits"][split]["shards"]:
                 _fs.rename(_fs.join(tmp_dir, name), _fs.join(output_dir, name))
+        for relative in groundtruth_files.values():
+            _fs.makedirs(posixpath.dirname(_fs.join(output_dir, relative)))
+            _fs.rename(_fs.join(tmp_dir, relative), _fs.join(output_dir, relative))
         _fs.rename(bad_path, _fs.join(output_dir, BAD_RECORDS_FILE))
         _fs.write_text_atomic(
             _fs.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2, sort_keys=True) + "\n"

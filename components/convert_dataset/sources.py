@@ -14,81 +14,29 @@ Sources by task:
   segmentation    'folders': images/<split>/<stem>.png|jpg + masks/<split>/<stem>.png
   classification  'class_folders': <split>/<class_name>/*.png|jpg (ImageNet style)
                   'shapes_classification': the shapes layout, labelled by dominant shape
+  detection       'coco': annotations/instances_<split>.json + images/<split>/ (or explicit
+                  paths per split); the shapes generator writes this too (see `coco.py`)
+
+`RecordRef`, `Record` and `Source` live in `records.py` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import posixpath
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from components.convert_dataset import _fs, errors, examples, images, shapes
+from components.convert_dataset import _fs, coco, errors, images, shapes
+from components.convert_dataset.records import Record, RecordRef, Source, image_features
 from vision_core.dataloaders import tf_example_keys as keys
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MASK_EXTENSION = ".png"
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordRef:
-    """What a worker needs to load one record.
-
-    Attributes:
-      split: The split name.
-      key: Unique, stable id of the record within its split (the sort and shard key).
-      paths: Named input files, e.g. {'image': ..., 'mask': ...}.
-      problem: A defect found while listing, as (reason, path, detail); `load` reports it.
-    """
-
-    split: str
-    key: str
-    paths: Mapping[str, str]
-    problem: tuple[str, str, str] | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "split": self.split,
-                "key": self.key,
-                "paths": dict(self.paths),
-                "problem": self.problem,
-            },
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> RecordRef:
-        data = json.loads(text)
-        problem = tuple(data["problem"]) if data["problem"] is not None else None
-        return cls(data["split"], data["key"], data["paths"], problem)
-
-
-@dataclasses.dataclass(frozen=True)
-class Record:
-    """A loaded record: tf.Example features plus statistics for the summary."""
-
-    key: str
-    features: Mapping[str, Any]
-    class_histogram: Mapping[int, int] = dataclasses.field(default_factory=dict)
-
-
-class Source(Protocol):
-    """The interface every dataset layout implements."""
-
-    def list_records(self, split: str) -> list[RecordRef]: ...
-
-    def load(self, ref: RecordRef) -> Record: ...
-
-    def listing_notes(self, split: str) -> dict[str, int]:
-        """Counts of things noticed while listing that are not records (e.g. orphan masks)."""
-        ...
 
 
 def class_histogram(mask: np.ndarray) -> dict[int, int]:
@@ -318,19 +266,6 @@ class ClassFolderSource:
         return classification_record(ref, image_path, image, self.class_names.index(name), name)
 
 
-def image_features(key: str, image_path: str, image: images.DecodedImage) -> dict[str, Any]:
-    """The image fields every record carries."""
-    return {
-        keys.IMAGE_ENCODED: image.encoded,
-        keys.IMAGE_FORMAT: image.format,
-        keys.IMAGE_SOURCE_ID: key,
-        keys.IMAGE_HEIGHT: image.height,
-        keys.IMAGE_WIDTH: image.width,
-        keys.IMAGE_FILENAME: posixpath.basename(image_path),
-        keys.IMAGE_KEY_SHA256: examples.sha256_hex(image.encoded),
-    }
-
-
 def classification_record(
     ref: RecordRef, image_path: str, image: images.DecodedImage, label: int, name: str
 ) -> Record:
@@ -353,22 +288,40 @@ SOURCES: dict[str, type] = {
     "folders": FolderSource,
     "class_folders": ClassFolderSource,
     "shapes_classification": ShapesClassificationSource,
+    "coco": coco.CocoSource,
 }
 
+__all__ = [
+    "SOURCES",
+    "ClassFolderSource",
+    "FolderSource",
+    "Record",
+    "RecordRef",
+    "ShapesClassificationSource",
+    "Source",
+    "build_source",
+    "class_histogram",
+    "classification_record",
+    "image_features",
+]
 
-def build_source(name: str, source_dir: str, **options: Any) -> Source:
+
+def build_source(name: str, source_dir: str | None, **options: Any) -> Source:
     """The source registered as `name`, reading from `source_dir`.
 
     Args:
       name: a key of `SOURCES`.
-      source_dir: the dataset folder.
+      source_dir: the dataset folder ('coco' takes None when all its paths are given).
       **options: source-specific constructor arguments (`splits`, `class_names` for
-        'class_folders').
+        'class_folders'; `splits`, `annotation_files`, `image_dirs`, `include_masks` for
+        'coco').
     """
     if name not in SOURCES:
         raise errors.ConversionError(
             f"unknown source {name!r}; known sources: {', '.join(sorted(SOURCES))}"
         )
-    if not _fs.isdir(source_dir):
+    if source_dir is None and name != "coco":
+        raise errors.ConversionError(f"source {name!r} needs a source folder")
+    if source_dir is not None and not _fs.isdir(source_dir):
         raise errors.ConversionError(f"source folder {source_dir} does not exist")
     return SOURCES[name](source_dir, **options)

@@ -1,7 +1,8 @@
 """The evaluate step: an exported SavedModel + validation TFRecords → its metrics and a report.
 
 `run` evaluates a segmentation model (mIoU, per-class IoU); `run_classification` an image
-classifier (top-1 / top-k and per-class accuracy); `run_for_task` picks by task name, which is
+classifier (top-1 / top-k and per-class accuracy); `run_detection` a detector (COCO AP, per-class
+AP, a figure of detections); `run_for_task` picks by task name, which is
 what the pipeline's one evaluate op and the CLI call.
 """
 
@@ -11,12 +12,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from components.evaluate.classification import run as run_classification
+from components.evaluate.detection import run as run_detection
 from components.evaluate.step import run
 
 # Task name → (evaluator, the options it takes beyond the common arguments).
 EVALUATORS = {
     "segmentation": (run, ("ignore_label", "split", "batch_size", "max_examples")),
     "classification": (run_classification, ("top_k", "split", "batch_size", "max_examples")),
+    "detection": (
+        run_detection,
+        ("split", "batch_size", "max_examples", "num_figure_images", "figure_min_score"),
+    ),
 }
 
 
@@ -52,4 +58,4 @@ def run_for_task(
     )
 
 
-__all__ = ["EVALUATORS", "run", "run_classification", "run_for_task"]
+__all__ = ["EVALUATORS", "run", "run_classification", "run_detection", "run_for_task"]

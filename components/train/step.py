@@ -13,7 +13,11 @@ from components.common.io import split_pattern, write_json_atomic
 logger = logging.getLogger(__name__)
 
 # The convert step's `summary.json` task → the experiment task config's `name`.
-_TASK_NAMES = {"segmentation": "semantic_segmentation", "classification": "image_classification"}
+_TASK_NAMES = {
+    "segmentation": "semantic_segmentation",
+    "classification": "image_classification",
+    "detection": "retinanet",
+}
 
 
 def check_dataset_matches(dataset_dir: str, params: Any) -> None:
@@ -48,6 +52,27 @@ def check_dataset_matches(dataset_dir: str, params: Any) -> None:
             f"task.model.num_classes: {num_classes}, but the dataset in {dataset_dir} has "
             f"{len(names)} classes ({', '.join(names)}); set task.model.num_classes={len(names)}"
         )
+
+
+def dataset_class_names(dataset_dir: str, params: Any) -> list[str] | None:
+    """The converted dataset's class names in model id order, if it recorded them.
+
+    Detection and segmentation models also have the background as class 0; when the dataset
+    lists only the objects, "background" is put first.
+    """
+    import tensorflow as tf
+
+    path = os.path.join(dataset_dir, "summary.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        names = json.load(f).get("class_names")
+    if not names:
+        return None
+    names = list(names)
+    if len(names) == params.task.model.num_classes - 1:
+        names = ["background", *names]
+    return names if len(names) == params.task.model.num_classes else None
 
 
 def run(
@@ -100,6 +125,7 @@ def run(
         params=params,
         checkpoint_path=model_dir,
         export_dir=export_dir,
+        class_names=dataset_class_names(dataset_dir, params),
     )
     summary = {
         "model_dir": model_dir,

@@ -23,6 +23,13 @@ class FPN(Config):
 
 
 @dataclasses.dataclass
+class NASFPN(Config):
+    num_filters: int = 256
+    num_repeats: int = 5
+    use_separable_conv: bool = False
+
+
+@dataclasses.dataclass
 class ASPP(Config):
     level: int = 4
     dilation_rates: list[int] = dataclasses.field(default_factory=list)
@@ -48,5 +55,6 @@ class Decoder(OneOfConfig):
     type: str | None = "identity"
     identity: Identity = sub(Identity)
     fpn: FPN = sub(FPN)
+    nasfpn: NASFPN = sub(NASFPN)
     aspp: ASPP = sub(ASPP)
     unet: UNet = sub(UNet)

@@ -116,4 +116,8 @@ def _base_from_task_name(layers: list[dict[str, Any]]) -> str | None:
 def _load_builtin() -> None:
     # Task modules register their experiments when imported; import them here so users never
     # have to remember an import.
-    from vision_core.configs import image_classification, semantic_segmentation  # noqa: F401
+    from vision_core.configs import (  # noqa: F401
+        image_classification,
+        retinanet,
+        semantic_segmentation,
+    )

@@ -4,10 +4,13 @@
 The output dict has Model Garden's keys and dtypes, so Model Garden parsers can consume it:
 `source_id`, `image`, `height`, `width`, `groundtruth_classes`, `groundtruth_is_crowd`,
 `groundtruth_area`, `groundtruth_boxes` (+ `groundtruth_instance_masks`,
-`groundtruth_instance_masks_png` with `include_mask`).
+`groundtruth_instance_masks_png` with `include_mask`, `groundtruth_attributes` with
+`attribute_names`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -29,6 +32,7 @@ class TfExampleDecoder:
         include_mask: bool = False,
         regenerate_source_id: bool = False,
         mask_binarize_threshold: float | None = None,
+        attribute_names: Sequence[str] | None = None,
     ):
         """Initializes the decoder.
 
@@ -37,6 +41,8 @@ class TfExampleDecoder:
           regenerate_source_id: always derive `source_id` from a hash of the encoded image,
             ignoring `image/source_id` (it is derived anyway when that feature is empty).
           mask_binarize_threshold: when set, instance masks become `mask > threshold` as 0/1.
+          attribute_names: per-object integer attributes to decode from
+            `image/object/attribute/<name>` into `groundtruth_attributes` {name: int64 [N, 1]}.
         """
         self._include_mask = include_mask
         self._regenerate_source_id = regenerate_source_id
@@ -53,6 +59,11 @@ class TfExampleDecoder:
             keys.OBJECT_AREA: tf.io.VarLenFeature(tf.float32),
             keys.OBJECT_IS_CROWD: tf.io.VarLenFeature(tf.int64),
         }
+        self._attribute_names = list(attribute_names or [])
+        for name in self._attribute_names:
+            self._keys_to_features[keys.OBJECT_ATTRIBUTE_PREFIX + name] = tf.io.VarLenFeature(
+                tf.int64
+            )
         if include_mask:
             self._keys_to_features[keys.OBJECT_MASK] = tf.io.VarLenFeature(tf.string)
         if not regenerate_source_id:
@@ -118,7 +129,8 @@ class TfExampleDecoder:
           `groundtruth_classes` (int64 [N]), `groundtruth_is_crowd` (bool [N]),
           `groundtruth_area` (float32 [N]), `groundtruth_boxes` (float32 [N, 4]) and, with
           `include_mask`, `groundtruth_instance_masks` (float32 [N, H, W]) and
-          `groundtruth_instance_masks_png` (string [N]).
+          `groundtruth_instance_masks_png` (string [N]); with `attribute_names`,
+          `groundtruth_attributes` ({name: int64 [N, 1]}).
         """
         parsed = tf.io.parse_single_example(serialized_example, self._keys_to_features)
         for key, value in list(parsed.items()):
@@ -168,6 +180,11 @@ class TfExampleDecoder:
             "groundtruth_area": areas,
             "groundtruth_boxes": boxes,
         }
+        if self._attribute_names:
+            decoded["groundtruth_attributes"] = {
+                name: tf.expand_dims(parsed[keys.OBJECT_ATTRIBUTE_PREFIX + name], -1)
+                for name in self._attribute_names
+            }
         if self._include_mask:
             masks = self._decode_masks(parsed)
             if self._mask_binarize_threshold is not None:

@@ -29,6 +29,8 @@ OBJECT_CLASS_TEXT = "image/object/class/text"
 OBJECT_AREA = "image/object/area"
 OBJECT_IS_CROWD = "image/object/is_crowd"
 OBJECT_MASK = "image/object/mask"
+# Per-object integer attributes: `image/object/attribute/<name>` (RetinaNet attribute heads).
+OBJECT_ATTRIBUTE_PREFIX = "image/object/attribute/"
 
 # Semantic segmentation: a single-channel PNG of class ids.
 SEGMENTATION_CLASS_ENCODED = "image/segmentation/class/encoded"

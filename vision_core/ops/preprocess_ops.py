@@ -187,6 +187,48 @@ def resize_and_crop_masks(
         return output[1:]
 
 
+def resize_and_crop_boxes(
+    boxes: tf.Tensor, image_scale: tf.Tensor, output_size: SizeLike, offset: tf.Tensor
+) -> tf.Tensor:
+    """Maps pixel boxes through `resize_and_crop_image`: scale, shift by the crop, clip.
+
+    Args:
+      boxes: [N, 4] (ymin, xmin, ymax, xmax) in original-image pixels.
+      image_scale: [2] per-axis scale (`image_info[2]`).
+      output_size: [height, width] of the content area (`image_info[1]`); boxes are clipped to it.
+      offset: [2] crop offset in scaled pixels (`image_info[3]`).
+
+    Returns:
+      [N, 4] boxes in output-image pixels. Boxes falling outside collapse to zero area; drop
+      them with `box_ops.get_non_empty_box_indices`.
+    """
+    with tf.name_scope("resize_and_crop_boxes"):
+        scale = tf.tile(tf.cast(image_scale, boxes.dtype), [2])
+        shift = tf.tile(tf.cast(offset, boxes.dtype), [2])
+        boxes = boxes * scale - shift
+        size = tf.cast(output_size, boxes.dtype)
+        upper = tf.concat([size, size], axis=0)
+        return tf.clip_by_value(boxes, 0.0, upper)
+
+
+def clip_or_pad_to_fixed_size(
+    tensor: tf.Tensor, size: int, constant_values: int | float = 0
+) -> tf.Tensor:
+    """Truncates or pads the first dimension of `tensor` to `size` (padding with a constant).
+
+    Keeps batches of per-image groundtruth rectangular; -1 padding marks rows as absent.
+    """
+    with tf.name_scope("clip_or_pad_to_fixed_size"):
+        tensor = tensor[:size]
+        pad_rows = size - tf.shape(tensor)[0]
+        paddings = tf.concat(
+            [[[0, pad_rows]], tf.zeros([tf.rank(tensor) - 1, 2], tf.int32)], axis=0
+        )
+        padded = tf.pad(tensor, paddings, constant_values=constant_values)
+        padded.set_shape([size] + tensor.shape.as_list()[1:])
+        return padded
+
+
 def horizontal_flip_image(image: tf.Tensor) -> tf.Tensor:
     """Flips an [H, W, C] (or [B, H, W, C]) image left-right."""
     return tf.image.flip_left_right(image)

@@ -2,7 +2,9 @@
 
 `export_inference_graph` picks the serving module by the task config: image classification
 gets `vision_core.serving.image_classification.ClassificationModule` (`logits`, `probs`,
-`classes`); semantic segmentation gets `SegmentationExportModule`, below.
+`classes`), RetinaNet `vision_core.serving.detection.DetectionModule` (boxes, classes, scores,
+num_detections in original-image pixels); semantic segmentation gets `SegmentationExportModule`,
+below.
 
 The exported model takes raw images, so callers never re-implement the training preprocessing:
   * `image_bytes`: a batch of encoded JPEG/PNG strings, shape [B];
@@ -15,6 +17,7 @@ masks padded to the largest with -1; a batch of one is exactly the image's size.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -31,6 +34,9 @@ from vision_core.serving import export_base
 from vision_core.serving.export_base import INPUT_TYPES  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
+
+# Written beside the SavedModel when the exporter knows the class names.
+CLASS_NAMES_FILE = "class_names.json"
 
 
 class SegmentationExportModule(export_base.ExportModule):
@@ -91,13 +97,18 @@ class SegmentationExportModule(export_base.ExportModule):
 def build_export_module(
     model: tf_keras.Model, params: Any, input_image_size: list[int], num_channels: int = 3
 ) -> tf.Module:
-    """The serving module for `params.task`'s type (classification or segmentation)."""
+    """The serving module for `params.task`'s type (classification, detection, segmentation)."""
     from vision_core.configs.image_classification import ImageClassificationTask
+    from vision_core.configs.retinanet import RetinaNetTask
 
     if isinstance(params.task, ImageClassificationTask):
         from vision_core.serving import image_classification
 
         return image_classification.build_module(model, params, input_image_size, num_channels)
+    if isinstance(params.task, RetinaNetTask):
+        from vision_core.serving import detection
+
+        return detection.build_module(model, params, input_image_size, num_channels)
     rescale = getattr(getattr(params.task, "export_config", None), "rescale_output", True)
     return SegmentationExportModule(model, input_image_size, num_channels, rescale)
 
@@ -111,8 +122,12 @@ def export_inference_graph(
     export_dir: str,
     model: tf_keras.Model | None = None,
     num_channels: int = 3,
+    class_names: list[str] | None = None,
 ) -> str:
     """Builds (or takes) the model, restores weights and writes a SavedModel to `export_dir`.
+
+    `class_names` (by class id), when given, are saved as `class_names.json` beside the model so
+    `vision-pipelines predict` can label its drawings.
 
     The SavedModel is written to a temporary sibling folder and renamed into place, so a failed
     export never leaves a directory that looks like a model. `params.yaml` is saved beside it.
@@ -143,6 +158,9 @@ def export_inference_graph(
     try:
         tf.saved_model.save(module, tmp, signatures=module.signatures(input_type))
         save_yaml(params, os.path.join(tmp, "params.yaml"))
+        if class_names:
+            with tf.io.gfile.GFile(os.path.join(tmp, CLASS_NAMES_FILE), "w") as f:
+                f.write(json.dumps(list(class_names)))
         if tf.io.gfile.exists(export_dir) and not tf.io.gfile.listdir(export_dir):
             tf.io.gfile.rmtree(export_dir)  # An empty placeholder (e.g. a KFP output path).
         if tf.io.gfile.exists(export_dir):

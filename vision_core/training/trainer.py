@@ -129,12 +129,25 @@ class Trainer:
 
     def _make_eval_step(self):
         task, model, metrics, strategy = self.task, self.model, self.eval_metrics, self.strategy
+        # Tasks whose metric runs on the host (COCO AP) get each batch's outputs back, with the
+        # replicas' values concatenated, for their `aggregate_logs` (Model Garden's protocol).
+        host_metrics = hasattr(task, "aggregate_logs")
+
+        def gather(value):
+            parts = strategy.experimental_local_results(value)
+            if len(parts) == 1:
+                return parts[0]
+            return tf.concat(parts, axis=0) if parts[0].shape.rank else tf.stack(parts)
 
         def step(inputs):
-            per_replica = strategy.run(
-                lambda x: task.validation_step(x, model, metrics=metrics)["loss"], args=(inputs,)
+            logs = strategy.run(
+                lambda x: task.validation_step(x, model, metrics=metrics), args=(inputs,)
             )
-            return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+            loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, logs["loss"], axis=None)
+            if not host_metrics:
+                return {"loss": loss}
+            extras = {k: v for k, v in logs.items() if k != "loss"}
+            return {"loss": loss, **tf.nest.map_structure(gather, extras)}
 
         return tf.function(step) if self.params.trainer.eval_tf_function else step
 
@@ -169,11 +182,19 @@ class Trainer:
             self._eval_step_fn = self._make_eval_step()
         for metric in self.eval_metrics:
             metric.reset_state()
+        host_metrics = hasattr(self.task, "aggregate_logs")
+        state = None
         losses = []
         for i, batch in enumerate(dataset):
             if 0 <= num_steps <= i:
                 break
-            losses.append(float(self._eval_step_fn(batch)))
+            step_logs = self._eval_step_fn(batch)
+            losses.append(float(step_logs["loss"]))
+            if host_metrics:
+                outputs = {k: v for k, v in step_logs.items() if k != "loss"}
+                state = self.task.aggregate_logs(
+                    state, tf.nest.map_structure(lambda t: t.numpy(), outputs)
+                )
         if not losses:
             raise ValueError(
                 "task.validation_data: the validation input produced no batch "
@@ -181,6 +202,8 @@ class Trainer:
             )
         logs = {"validation_loss": sum(losses) / len(losses)}
         logs.update(self.task.summarize_metrics(self.eval_metrics))
+        if host_metrics:
+            logs.update(self.task.reduce_aggregated_logs(state))
         return logs
 
     def _current_lr(self) -> float:

@@ -144,7 +144,7 @@ def test_strict_mode_and_bad_options(class_folders, tmp_path):
     with pytest.raises(errors.ConversionError, match="dog/broken.png: image_corrupt"):
         pipeline.run(str(class_folders), str(tmp_path / "o"), task="classification", strict=True)
     with pytest.raises(errors.ConversionError, match="task must be one of"):
-        pipeline.run(str(class_folders), str(tmp_path / "o"), task="detection")
+        pipeline.run(str(class_folders), str(tmp_path / "o"), task="keypoints")
     with pytest.raises(errors.ConversionError, match="split 'test'"):
         pipeline.run(
             str(class_folders), str(tmp_path / "o"), splits=["test"], task="classification"

@@ -106,3 +106,18 @@ def test_missing_source_id_feature_is_an_error_unless_regenerated():
         TfExampleDecoder().decode(tf.constant(serialized))
     out = TfExampleDecoder(regenerate_source_id=True).decode(tf.constant(serialized))
     assert out["groundtruth_boxes"].shape == (0, 4)
+
+
+def test_attributes_are_decoded_per_object():
+    feature = {
+        keys.IMAGE_ENCODED: _bytes(_png(np.zeros([2, 2, 3], np.uint8))),
+        keys.IMAGE_SOURCE_ID: _bytes(b"1"),
+        keys.OBJECT_CLASS_LABEL: _ints(1, 2),
+        keys.OBJECT_ATTRIBUTE_PREFIX + "depth": _ints(5, 9),
+    }
+    serialized = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    out = TfExampleDecoder(attribute_names=["depth", "pose"]).decode(tf.constant(serialized))
+    # Model Garden's form: one [N, 1] int64 tensor per attribute; a missing one is empty.
+    np.testing.assert_array_equal(out["groundtruth_attributes"]["depth"].numpy(), [[5], [9]])
+    assert out["groundtruth_attributes"]["pose"].shape == (0, 1)
+    assert "groundtruth_attributes" not in TfExampleDecoder().decode(tf.constant(serialized))

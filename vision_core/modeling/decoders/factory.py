@@ -16,9 +16,9 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-# aspp, fpn and unet are imported for their registrations: each registers its builder in
-# `registry`.
-from vision_core.modeling.decoders import aspp, fpn, registry, unet  # noqa: F401
+# aspp, fpn, nasfpn and unet are imported for their registrations: each registers its builder
+# in `registry`.
+from vision_core.modeling.decoders import aspp, fpn, nasfpn, registry, unet  # noqa: F401
 from vision_core.modeling.decoders.registry import (
     register_decoder_builder,
     registered_decoder_types,

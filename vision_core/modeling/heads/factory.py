@@ -11,6 +11,7 @@ from typing import Any
 
 import tf_keras
 
+from vision_core.modeling.heads.dense_prediction_heads import RetinaNetHead
 from vision_core.modeling.heads.segmentation_heads import MaskScoring, SegmentationHead
 
 logger = logging.getLogger(__name__)
@@ -86,4 +87,52 @@ def build_mask_scoring_head(
         norm_momentum=norm_activation.norm_momentum,
         norm_epsilon=norm_activation.norm_epsilon,
         kernel_regularizer=l2_regularizer,
+    )
+
+
+def build_retinanet_head(
+    model_config: Any,
+    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
+    num_anchors_per_location: int | dict[str, int] | None = None,
+) -> RetinaNetHead:
+    """A `RetinaNetHead` from `model_config.head`, levels, `num_classes`, `anchor` and
+    `norm_activation` (a `configs.retinanet.RetinaNet`).
+
+    Args:
+      model_config: e.g. `configs.retinanet.RetinaNet`.
+      l2_regularizer: kernel regularizer of the head's convs.
+      num_anchors_per_location: overrides `num_scales * len(aspect_ratios)` from
+        `model_config.anchor` (one number, or `{level: number}`).
+
+    Returns:
+      The head (built lazily on its first call).
+    """
+    if model_config.num_classes <= 0:
+        raise ValueError(f"model.num_classes: expected > 0, got {model_config.num_classes}")
+    head = model_config.head
+    norm_activation = model_config.norm_activation
+    if num_anchors_per_location is None:
+        anchor = model_config.anchor
+        num_anchors_per_location = len(anchor.aspect_ratios) * anchor.num_scales
+    attribute_heads = [
+        cfg.as_dict() if hasattr(cfg, "as_dict") else dict(cfg)
+        for cfg in (head.attribute_heads or [])
+    ]
+    return RetinaNetHead(
+        min_level=model_config.min_level,
+        max_level=model_config.max_level,
+        num_classes=model_config.num_classes,
+        num_anchors_per_location=num_anchors_per_location,
+        num_convs=head.num_convs,
+        num_filters=head.num_filters,
+        attribute_heads=attribute_heads,
+        share_classification_heads=head.share_classification_heads,
+        use_separable_conv=head.use_separable_conv,
+        activation=norm_activation.activation,
+        use_sync_bn=norm_activation.use_sync_bn,
+        norm_momentum=norm_activation.norm_momentum,
+        norm_epsilon=norm_activation.norm_epsilon,
+        kernel_regularizer=l2_regularizer,
+        # Model Garden's config allows null here; null means the default, shared convs.
+        share_level_convs=True if head.share_level_convs is None else head.share_level_convs,
     )

@@ -33,6 +33,21 @@ def test_golden_parameter_count_on_resnet50_features():
     assert decoder.count_params() == 3_873_792
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [({"fusion_type": "concat"}, 5_643_264), ({"use_separable_conv": True}, 1_267_456)],
+)
+def test_fusion_and_separable_parameter_counts_match_model_garden(kwargs, expected):
+    # Measured in Model Garden 2.20 on the same ResNet-50 specs (256x256 input):
+    #   ~/.cache/modelgarden-venv/bin/python -c "import tensorflow as tf
+    #   from official.vision.modeling.decoders import fpn
+    #   s = {str(l): tf.TensorShape([None, 256 // 2**l, 256 // 2**l, c])
+    #        for l, c in zip(range(2, 6), (256, 512, 1024, 2048))}
+    #   print(fpn.FPN(s, fusion_type='concat').count_params())"
+    decoder = fpn.FPN(RESNET50_SPECS, min_level=3, max_level=7, num_filters=256, **kwargs)
+    assert decoder.count_params() == expected
+
+
 def test_output_specs_match_outputs_including_extra_coarse_levels():
     specs = _tiny_specs(size=128)
     decoder = fpn.FPN(specs, min_level=3, max_level=7, num_filters=16)

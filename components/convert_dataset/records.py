@@ -1,0 +1,82 @@
+"""The records a dataset source produces: cheap references listed in the launcher, and loaded
+feature dicts. Kept apart from `sources` so that every source module (`coco`, ...) can use them
+while `sources` imports the source modules to register them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from components.convert_dataset import examples, images
+from vision_core.dataloaders import tf_example_keys as keys
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordRef:
+    """What a worker needs to load one record.
+
+    Attributes:
+      split: The split name.
+      key: Unique, stable id of the record within its split (the sort and shard key).
+      paths: Named input files, e.g. {'image': ..., 'mask': ...}.
+      problem: A defect found while listing, as (reason, path, detail); `load` reports it.
+    """
+
+    split: str
+    key: str
+    paths: Mapping[str, str]
+    problem: tuple[str, str, str] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "split": self.split,
+                "key": self.key,
+                "paths": dict(self.paths),
+                "problem": self.problem,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RecordRef:
+        data = json.loads(text)
+        problem = tuple(data["problem"]) if data["problem"] is not None else None
+        return cls(data["split"], data["key"], data["paths"], problem)
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A loaded record: tf.Example features plus statistics for the summary."""
+
+    key: str
+    features: Mapping[str, Any]
+    class_histogram: Mapping[int, int] = dataclasses.field(default_factory=dict)
+
+
+class Source(Protocol):
+    """The interface every dataset layout implements."""
+
+    def list_records(self, split: str) -> list[RecordRef]: ...
+
+    def load(self, ref: RecordRef) -> Record: ...
+
+    def listing_notes(self, split: str) -> dict[str, int]:
+        """Counts of things noticed while listing that are not records (e.g. orphan masks)."""
+        ...
+
+
+def image_features(key: str, image_path: str, image: images.DecodedImage) -> dict[str, Any]:
+    """The image fields every record carries."""
+    return {
+        keys.IMAGE_ENCODED: image.encoded,
+        keys.IMAGE_FORMAT: image.format,
+        keys.IMAGE_SOURCE_ID: key,
+        keys.IMAGE_HEIGHT: image.height,
+        keys.IMAGE_WIDTH: image.width,
+        keys.IMAGE_FILENAME: posixpath.basename(image_path),
+        keys.IMAGE_KEY_SHA256: examples.sha256_hex(image.encoded),
+    }

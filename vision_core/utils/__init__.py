@@ -1,0 +1,1 @@
+"""Utilities shared by the tasks: drawing detections for reports and `vision-pipelines predict`."""
