@@ -37,8 +37,6 @@ class DilatedResNet(Config):
     replace_stem_max_pool: bool = False
 
 
-
-
 @dataclasses.dataclass
 class EfficientNet(Config):
     model_id: Literal["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"] = "b0"
