@@ -72,6 +72,35 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="validation")
     ev.add_argument("--output", default="evaluation")
 
+    kfp_help = "KFP API endpoint, e.g. http://localhost:8080 (a port-forwarded ml-pipeline-ui)"
+    sbm = sub.add_parser("submit", help="compile a pipeline config and start a run on Kubeflow")
+    sbm.add_argument("config", help="pipeline config YAML")
+    sbm.add_argument("--kfp-host", required=True, help=kfp_help)
+    sbm.add_argument("--experiment", default=None, help="default: the pipeline name")
+    sbm.add_argument("--run-name", default=None)
+    sbm.add_argument("--pipeline-root", default=None, help="gs://, s3:// or minio:// root")
+    sbm.add_argument("--namespace", default=None)
+    sbm.add_argument("--service-account", default=None)
+    sbm.add_argument("--no-cache", action="store_true", help="disable KFP step caching")
+    sbm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    sch = sub.add_parser(
+        "schedule",
+        help="recurring runs on Kubeflow: schedule CONFIG --cron '0 3 * * 1', "
+        "or schedule list|pause|resume|delete [ID]",
+    )
+    sch.add_argument("target", help="a pipeline config YAML, or list / pause / resume / delete")
+    sch.add_argument("id", nargs="?", default=None, help="recurring run id (pause/resume/delete)")
+    sch.add_argument("--kfp-host", required=True, help=kfp_help)
+    sch.add_argument("--cron", default=None, help="5-field cron, e.g. '0 3 * * 1' (Mon 03:00)")
+    sch.add_argument("--name", default=None, help="recurring run name")
+    sch.add_argument("--experiment", default=None)
+    sch.add_argument("--pipeline-root", default=None)
+    sch.add_argument("--namespace", default=None)
+    sch.add_argument("--max-concurrency", type=int, default=1)
+    sch.add_argument("--catchup", action="store_true", help="run missed intervals after a pause")
+    sch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
     pred = sub.add_parser(
         "predict", help="run an exported SavedModel on images; detections are drawn into PNGs"
     )
@@ -132,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the CLI boundary turns errors into messages.
         if args.debug:
             raise
+        from pipelines.submit import SubmitError
         from vision_core.hyperparams import ConfigError
 
         known = (
             UserError,
+            SubmitError,
             ConfigError,
             FileNotFoundError,
             FileExistsError,
@@ -183,6 +214,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         print(json.dumps(metrics, indent=2))
         return 0
+    if args.command == "submit":
+        return _cmd_submit(args)
+    if args.command == "schedule":
+        return _cmd_schedule(args)
     if args.command == "predict":
         from pipelines.predict import predict
 
@@ -285,6 +320,77 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     compiler.Compiler().compile(pipeline, tmp)
     os.replace(tmp, output)
     print(f"Compiled {config.name!r} to {output}")
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from pipelines.config import load_pipeline_config
+    from pipelines.submit import submit_kfp
+
+    config = load_pipeline_config(args.config, _overrides(args.set))
+    result = submit_kfp(
+        config,
+        args.kfp_host,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        pipeline_root=args.pipeline_root,
+        enable_caching=False if args.no_cache else None,
+        namespace=args.namespace,
+        service_account=args.service_account,
+    )
+    print(
+        f"Submitted run {result['run_id']} ({result['run_name']!r}) to {result['host']}, "
+        f"experiment {result['experiment']!r}; {result['note']}"
+    )
+    return 0
+
+
+SCHEDULE_ACTIONS = ("list", "pause", "resume", "delete")
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from pipelines import submit
+
+    if args.target in SCHEDULE_ACTIONS:
+        if args.target == "list":
+            rows = submit.list_schedules(args.kfp_host, args.namespace)
+            for row in rows:
+                print(
+                    f"{row['id']}  {row['status'] or '':<9} {row['cron'] or '':<16} {row['name']}"
+                )
+            if not rows:
+                print("no recurring runs")
+            return 0
+        if not args.id:
+            raise UserError(
+                f"schedule {args.target}: give the recurring run id (see schedule list)"
+            )
+        if args.target == "delete":
+            submit.delete_schedule(args.kfp_host, args.id)
+        else:
+            submit.set_schedule_enabled(args.kfp_host, args.id, enabled=args.target == "resume")
+        print(f"{args.target}: recurring run {args.id}")
+        return 0
+    from pipelines.config import load_pipeline_config
+
+    if not args.cron:
+        raise UserError("schedule CONFIG: --cron is required, e.g. --cron '0 3 * * 1'")
+    config = load_pipeline_config(args.target, _overrides(args.set))
+    result = submit.schedule_kfp(
+        config,
+        args.kfp_host,
+        args.cron,
+        name=args.name,
+        experiment=args.experiment,
+        pipeline_root=args.pipeline_root,
+        max_concurrency=args.max_concurrency,
+        catchup=args.catchup,
+        namespace=args.namespace,
+    )
+    print(
+        f"Scheduled {result['name']!r} ({result['recurring_run_id']}) with cron "
+        f"'{result['cron']}' in experiment {result['experiment']!r}; {result['note']}"
+    )
     return 0
 
 
