@@ -15,7 +15,6 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from vision_core.hyperparams import get_subconfig
 from vision_core.modeling.decoders import registry
 from vision_core.modeling.layers import nn_layers
 
@@ -226,24 +225,17 @@ def build_fpn_decoder(
     Returns:
       The FPN.
     """
-    decoder_type = getattr(model_config.decoder, "type", None)
-    if decoder_type != "fpn":
-        raise ValueError(f"model.decoder.type: expected 'fpn', got {decoder_type!r}")
-    cfg = get_subconfig(model_config.decoder)
-    norm_activation = model_config.norm_activation
-    params = {
-        "input_specs": input_specs,
-        "min_level": model_config.min_level,
-        "max_level": model_config.max_level,
-        "num_filters": cfg.num_filters,
-        "fusion_type": cfg.fusion_type,
-        "use_separable_conv": cfg.use_separable_conv,
-        "use_keras_layer": getattr(cfg, "use_keras_layer", False),
-        "activation": norm_activation.activation,
-        "use_sync_bn": norm_activation.use_sync_bn,
-        "norm_momentum": norm_activation.norm_momentum,
-        "norm_epsilon": norm_activation.norm_epsilon,
-        "kernel_regularizer": l2_regularizer,
-    }
+    cfg, params = registry.builder_params(model_config, "fpn", l2_regularizer)
+    params.update(
+        {
+            "input_specs": input_specs,
+            "min_level": model_config.min_level,
+            "max_level": model_config.max_level,
+            "num_filters": cfg.num_filters,
+            "fusion_type": cfg.fusion_type,
+            "use_separable_conv": cfg.use_separable_conv,
+            "use_keras_layer": getattr(cfg, "use_keras_layer", False),
+        }
+    )
     params.update(kwargs)
     return FPN(**params)

@@ -68,3 +68,25 @@ def lookup(key: str) -> DecoderBuilder:
 
 def _qualified_name(fn: Any) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def builder_params(model_config: Any, decoder_type: str, l2_regularizer: Any) -> tuple[Any, dict]:
+    """What every decoder builder starts from: the checked `model.decoder.<type>` subconfig and
+    the keyword arguments taken from `model.norm_activation` and the regularizer.
+
+    Raises:
+      ValueError: `model.decoder.type` is not `decoder_type`.
+    """
+    from vision_core.hyperparams import get_subconfig
+
+    actual = getattr(model_config.decoder, "type", None)
+    if actual != decoder_type:
+        raise ValueError(f"model.decoder.type: expected {decoder_type!r}, got {actual!r}")
+    norm = model_config.norm_activation
+    return get_subconfig(model_config.decoder), {
+        "activation": norm.activation,
+        "use_sync_bn": norm.use_sync_bn,
+        "norm_momentum": norm.norm_momentum,
+        "norm_epsilon": norm.norm_epsilon,
+        "kernel_regularizer": l2_regularizer,
+    }

@@ -16,7 +16,6 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from vision_core.hyperparams import get_subconfig
 from vision_core.modeling.backbones.unet import check_filters, conv_norm_act
 from vision_core.modeling.decoders import registry
 from vision_core.modeling.decoders.fpn import normalize_input_specs
@@ -157,22 +156,15 @@ def build_unet_decoder(
 ) -> UNetDecoder:
     """Builds a `UNetDecoder` from `model_config.decoder` (type 'unet'); it decodes down to
     `model_config.min_level`."""
-    decoder_type = getattr(model_config.decoder, "type", None)
-    if decoder_type != "unet":
-        raise ValueError(f"model.decoder.type: expected 'unet', got {decoder_type!r}")
-    cfg = get_subconfig(model_config.decoder)
-    norm = model_config.norm_activation
-    params = {
-        "input_specs": input_specs,
-        "min_level": model_config.min_level,
-        "num_filters": list(cfg.num_filters) if cfg.num_filters else None,
-        "num_convs": cfg.num_convs,
-        "upsample": cfg.upsample,
-        "activation": norm.activation,
-        "use_sync_bn": norm.use_sync_bn,
-        "norm_momentum": norm.norm_momentum,
-        "norm_epsilon": norm.norm_epsilon,
-        "kernel_regularizer": l2_regularizer,
-    }
+    cfg, params = registry.builder_params(model_config, "unet", l2_regularizer)
+    params.update(
+        {
+            "input_specs": input_specs,
+            "min_level": model_config.min_level,
+            "num_filters": list(cfg.num_filters) if cfg.num_filters else None,
+            "num_convs": cfg.num_convs,
+            "upsample": cfg.upsample,
+        }
+    )
     params.update(kwargs)
     return UNetDecoder(**params)
