@@ -22,7 +22,7 @@ RUN python -m pip install --no-cache-dir /wheels/*.whl \
     && rm -rf /wheels \
     && useradd --create-home --uid 1000 vision
 COPY configs /opt/vision-pipelines/configs
-USER vision
+USER 1000
 WORKDIR /home/vision
 ENTRYPOINT ["vision-pipelines"]
 CMD ["--help"]

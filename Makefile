@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup run test lint format bench compile clean
+.PHONY: setup run test lint format bench compile image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ bench: $(STAMP)
 
 compile: $(STAMP)
 	$(VENV)/bin/vision-pipelines compile -o artifacts/shapes_segmentation_pipeline.yaml
+
+# The image every pipeline step runs in (needs Docker); GPU: make image BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
+IMAGE      ?= vision-pipelines:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+BASE_IMAGE ?= python:3.11-slim
+image:
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
 
 clean:
 	rm -rf artifacts .pytest_cache

@@ -5,12 +5,26 @@ graph runs under `kfp.local.SubprocessRunner` (the package is installed locally)
 (the package is installed in the image). `build_ops(image)` binds them to one container image.
 """
 
+import os
 import types
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
-DEFAULT_IMAGE = "vision-pipelines:0.1.0"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vision-pipelines")
+    except PackageNotFoundError:
+        return "dev"
+
+
+# The image every step runs in: `VISION_PIPELINES_IMAGE` when set (e.g. the registry path `make
+# image` pushed), else the project's name and version (`make image` tags that). A pipeline
+# config's `image` overrides both.
+DEFAULT_IMAGE = os.environ.get("VISION_PIPELINES_IMAGE") or f"vision-pipelines:{_version()}"
 
 
 def convert_dataset_op(
