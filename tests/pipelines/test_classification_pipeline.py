@@ -1,5 +1,8 @@
 """The classification pipeline: config checks, compiling, and a tiny run under kfp.local."""
 
+import os
+import sys
+
 import pytest
 import yaml
 
@@ -7,6 +10,9 @@ from components.registry import open_registry
 from pipelines.cli import main as cli_main
 from pipelines.config import PROJECT_ROOT, load_pipeline_config
 from pipelines.local_run import run_local
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny_pipeline import write_tiny_pipeline, write_yaml  # noqa: E402
 
 SHAPES_CLASSIFICATION = f"{PROJECT_ROOT}/configs/pipelines/shapes_classification.yaml"
 
@@ -35,21 +41,16 @@ def test_shapes_classification_compiles_with_the_accuracy_evaluator(tmp_path):
     assert exp["task"]["name"] == "image_classification"
 
 
-def _write(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-
-
 def test_gate_metric_and_experiment_must_fit_the_task(tmp_path, capsys):
     bad_gate = tmp_path / "configs" / "pipelines" / "g.yaml"
-    _write(bad_gate, {"task": "classification"})
+    write_yaml(bad_gate, {"task": "classification"})
     assert cli_main(["run", str(bad_gate)]) == 2
     err = capsys.readouterr().err
     assert "gate.metric: 'mean_iou' is not reported by classification evaluation" in err
     assert "top_1_accuracy" in err
 
     mismatch = tmp_path / "configs" / "pipelines" / "m.yaml"
-    _write(
+    write_yaml(
         mismatch,
         {
             "task": "classification",
@@ -75,33 +76,17 @@ def test_classification_pipeline_runs_end_to_end(tmp_path, capsys):
             "train_data": {"global_batch_size": 4},
             "validation_data": {"global_batch_size": 4},
         },
-        "trainer": {
-            "train_steps": 4,
-            "validation_interval": 4,
-            "steps_per_loop": 2,
-            "checkpoint_interval": 2,
-            "optimizer_config": {
-                "learning_rate": {"cosine": {"decay_steps": 4}},
-                "warmup": {"linear": {"warmup_steps": 1}},
-            },
-        },
     }
-    _write(tmp_path / "configs" / "experiments" / "tiny.yaml", exp)
-    pipe = {
-        "name": "tiny-cls",
-        "task": "classification",
-        "dataset": {
-            "source": "shapes",
-            "shapes": {"num_train": 8, "num_validation": 5, "image_size": [32, 32], "seed": 2},
-            "num_shards": 2,
-        },
-        "experiment": {"config_file": "configs/experiments/tiny.yaml"},
-        "gate": {"metric": "top_1_accuracy", "min_value": 0.0, "max_regression": 1.0},
-        "registry": {"uri": "artifacts/registry", "model_name": "tiny-cls"},
-        "pipeline_root": "artifacts/root",
-    }
-    pipe_path = tmp_path / "configs" / "pipelines" / "tiny.yaml"
-    _write(pipe_path, pipe)
+    pipe_path = write_tiny_pipeline(
+        tmp_path,
+        exp,
+        name="tiny-cls",
+        task="classification",
+        gate_metric="top_1_accuracy",
+        num_validation=5,
+        seed=2,
+        pipeline_root="artifacts/pipeline_root",
+    )
     config = load_pipeline_config(str(pipe_path))
 
     summary = run_local(config)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 import yaml
@@ -10,6 +11,9 @@ from components.registry import open_registry
 from pipelines.cli import main as cli_main
 from pipelines.config import PROJECT_ROOT, load_pipeline_config
 from pipelines.local_run import run_local
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny_pipeline import write_tiny_pipeline  # noqa: E402
 
 SHAPES_RETINANET = f"{PROJECT_ROOT}/configs/pipelines/shapes_retinanet.yaml"
 
@@ -32,11 +36,6 @@ def test_shapes_retinanet_compiles_with_the_coco_evaluator(tmp_path):
     assert exp["task"]["model"]["num_classes"] == 4
 
 
-def _write(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-
-
 @pytest.mark.slow
 def test_detection_pipeline_runs_end_to_end(tmp_path):
     exp = {
@@ -51,33 +50,17 @@ def test_detection_pipeline_runs_end_to_end(tmp_path):
             "train_data": {"global_batch_size": 4},
             "validation_data": {"global_batch_size": 4},
         },
-        "trainer": {
-            "train_steps": 4,
-            "validation_interval": 4,
-            "steps_per_loop": 2,
-            "checkpoint_interval": 2,
-            "optimizer_config": {
-                "learning_rate": {"cosine": {"decay_steps": 4}},
-                "warmup": {"linear": {"warmup_steps": 1}},
-            },
-        },
     }
-    _write(tmp_path / "configs" / "experiments" / "tiny.yaml", exp)
-    pipe = {
-        "name": "tiny-det",
-        "task": "detection",
-        "dataset": {
-            "source": "shapes",
-            "shapes": {"num_train": 8, "num_validation": 5, "image_size": [64, 64], "seed": 2},
-            "num_shards": 2,
-        },
-        "experiment": {"config_file": "configs/experiments/tiny.yaml"},
-        "gate": {"metric": "AP50", "min_value": 0.0, "max_regression": 1.0},
-        "registry": {"uri": "artifacts/registry", "model_name": "tiny-det"},
-        "pipeline_root": "artifacts/pipeline_root",
-    }
-    pipe_path = tmp_path / "configs" / "pipelines" / "tiny.yaml"
-    _write(pipe_path, pipe)
+    pipe_path = write_tiny_pipeline(
+        tmp_path,
+        exp,
+        name="tiny-det",
+        task="detection",
+        gate_metric="AP50",
+        num_validation=5,
+        seed=2,
+        pipeline_root="artifacts/pipeline_root",
+    )
     config = load_pipeline_config(str(pipe_path))
 
     summary = run_local(config)

@@ -2,14 +2,17 @@
 
 import json
 import os
+import sys
 
 import pytest
-import yaml
 
 from components.registry import open_registry
 from pipelines.cli import main as cli_main
 from pipelines.config import load_pipeline_config
 from pipelines.local_run import run_local
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny_pipeline import write_tiny_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -27,36 +30,17 @@ def _tiny_configs(tmp_path):
             "train_data": {"global_batch_size": 4, "output_size": [64, 64]},
             "validation_data": {"global_batch_size": 4, "output_size": [64, 64]},
         },
-        "trainer": {
-            "train_steps": 4,
-            "validation_interval": 4,
-            "steps_per_loop": 2,
-            "checkpoint_interval": 2,
-            "optimizer_config": {
-                "learning_rate": {"cosine": {"decay_steps": 4}},
-                "warmup": {"linear": {"warmup_steps": 1}},
-            },
-        },
     }
-    exp_path = tmp_path / "configs" / "experiments" / "tiny.yaml"
-    exp_path.parent.mkdir(parents=True)
-    exp_path.write_text(yaml.safe_dump(exp))
-    pipe = {
-        "name": "tiny-seg",
-        "dataset": {
-            "source": "shapes",
-            "shapes": {"num_train": 8, "num_validation": 4, "image_size": [64, 64], "seed": 3},
-            "num_shards": 2,
-        },
-        "experiment": {"config_file": "configs/experiments/tiny.yaml"},
-        "gate": {"metric": "mean_iou", "min_value": 0.0, "max_regression": 1.0},
-        "registry": {"uri": "artifacts/registry", "model_name": "tiny"},
-        "pipeline_root": "artifacts/root",
-    }
-    pipe_path = tmp_path / "configs" / "pipelines" / "tiny.yaml"
-    pipe_path.parent.mkdir(parents=True)
-    pipe_path.write_text(yaml.safe_dump(pipe))
-    return pipe_path
+    return write_tiny_pipeline(
+        tmp_path,
+        exp,
+        name="tiny-seg",
+        task="segmentation",
+        gate_metric="mean_iou",
+        num_validation=4,
+        seed=3,
+        registry={"uri": "artifacts/registry", "model_name": "tiny"},
+    )
 
 
 def test_pipeline_runs_end_to_end_and_the_gate_guards_the_champion(tmp_path, capsys):
