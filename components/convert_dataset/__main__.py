@@ -1,6 +1,6 @@
 """Command line: `python -m components.convert_dataset [SOURCE] --source-dir D --output O`.
 
-SOURCE (first argument, or `--source`) is folders, shapes or coco, e.g.
+SOURCE (first argument, or `--source`) is folders, shapes, coco, voc or cityscapes, e.g.
 
     python -m components.convert_dataset coco --images val2017 \
         --annotations instances_val2017.json --output out
@@ -18,9 +18,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from components.convert_dataset import errors
+from components.convert_dataset import catalog, errors
 
-SOURCE_CHOICES = ("folders", "shapes", "coco")
+SOURCE_CHOICES = catalog.SOURCE_NAMES
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -67,15 +67,16 @@ def _parser() -> argparse.ArgumentParser:
         choices=("segmentation", "classification", "detection"),
         help="segmentation: masks in image/segmentation/class/encoded; classification: "
         "image/class/label (shapes images are labelled by their dominant shape); detection: "
-        "image/object/* boxes and classes from COCO JSON (default: detection for --source "
-        "coco, else segmentation)",
+        "image/object/* boxes and classes (default: detection for coco, else segmentation; "
+        "coco with segmentation reads COCO panoptic)",
     )
     parser.add_argument(
         "--source-dir",
         help="dataset folder: images/<split> + masks/<split> for segmentation, "
         "<split>/<class_name>/ for classification, annotations/instances_<split>.json + "
-        "images/<split>/ for coco; for --source shapes the folder to generate into (default: "
-        "a temporary folder)",
+        "images/<split>/ for coco; the VOC year folder (VOCdevkit/VOC2012) for voc; the folder "
+        "holding leftImg8bit/ and gtFine/ for cityscapes; for --source shapes the folder to "
+        "generate into (default: a temporary folder)",
     )
     parser.add_argument(
         "--class-names",
@@ -102,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
         "splits. Default: <source-dir>/images/<split>",
     )
     detection.add_argument(
+        "--masks",
+        action="append",
+        default=[],
+        metavar="[SPLIT=]DIR",
+        help="coco with --task segmentation (panoptic): the folder of panoptic PNGs; --annotations "
+        "then names the panoptic JSON. Default: <source-dir>/annotations/panoptic_<split>/",
+    )
+    detection.add_argument(
         "--include-masks",
         action="store_true",
         help="also write the instance masks (image/object/mask, one PNG per object)",
@@ -110,10 +119,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--splits",
         default=None,
-        help="comma-separated split names (default train,validation; for coco with "
-        "--annotations, the splits those name)",
+        help="comma-separated split names (default train,validation; train,val for voc and "
+        "cityscapes; for coco with --annotations, the splits those name)",
     )
     parser.add_argument("--num-shards", type=int, default=4)
+    parser.add_argument(
+        "--target-shard-size",
+        default=None,
+        metavar="SIZE",
+        help="instead of --num-shards: shards of about SIZE (e.g. 200MB, 1GiB), counted per "
+        "split from the input file sizes",
+    )
     parser.add_argument("--compression", choices=("none", "gzip"), default="none")
     parser.add_argument("--strict", action="store_true", help="fail if any record is bad")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier conversion")
@@ -200,23 +216,31 @@ def _coco_paths(
         named = [s for s in annotations if s is not None]
         if None in annotations:
             named = [_split_from_annotation_file(annotations[None])]
-        splits = named or ["train", "validation"]
-    for option, paths in (("--annotations", annotations), ("--images", image_dirs)):
-        if None in paths and len(splits) != 1:
-            raise errors.ConversionError(
-                f"{option}: a path without SPLIT= needs exactly one split, got {splits}; "
-                "write SPLIT=PATH per split"
-            )
-        unknown = sorted(set(paths) - {None} - set(splits))
-        if unknown:
-            raise errors.ConversionError(
-                f"{option}: splits {unknown} are not among the converted splits {splits}"
-            )
+        splits = named or list(catalog.default_splits(args.source))
+    return (
+        splits,
+        _per_split(annotations, splits, "--annotations"),
+        _per_split(image_dirs, splits, "--images"),
+    )
 
-    def per_split(paths: dict[str | None, str]) -> dict[str, str]:
-        return {(split or splits[0]): path for split, path in paths.items()}
 
-    return splits, per_split(annotations), per_split(image_dirs)
+def _per_split(paths: dict[str | None, str], splits: list[str], option: str) -> dict[str, str]:
+    """{split or None: path} → {split: path}, a path without a split belonging to the one split.
+
+    Raises:
+      ConversionError: an unnamed path with several splits, or a split not being converted.
+    """
+    if None in paths and len(splits) != 1:
+        raise errors.ConversionError(
+            f"{option}: a path without SPLIT= needs exactly one split, got {splits}; "
+            "write SPLIT=PATH per split"
+        )
+    unknown = sorted(set(paths) - {None} - set(splits))
+    if unknown:
+        raise errors.ConversionError(
+            f"{option}: splits {unknown} are not among the converted splits {splits}"
+        )
+    return {(split or splits[0]): path for split, path in paths.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.source = leading_source or args.source or "folders"
     if args.task is None:
-        args.task = "detection" if args.source == "coco" else "segmentation"
+        args.task = catalog.default_task(args.source)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -253,9 +277,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "radius_range": args.radius_range,
         }
     try:
-        if (args.annotations or args.images) and args.source != "coco":
-            raise errors.ConversionError("--annotations and --images belong to --source coco")
+        if (args.annotations or args.images or args.masks) and args.source != "coco":
+            raise errors.ConversionError(
+                "--annotations, --images and --masks belong to --source coco"
+            )
+        if args.masks and args.task != "segmentation":
+            raise errors.ConversionError(
+                "--masks (panoptic PNG folders) belongs to coco with --task segmentation"
+            )
+        target_shard_bytes = None
+        if args.target_shard_size is not None:
+            try:
+                target_shard_bytes = pipeline.parse_byte_size(args.target_shard_size)
+            except ValueError as e:
+                raise errors.ConversionError(f"--target-shard-size: {e}") from e
         splits, annotation_files, image_dirs = _coco_paths(args)
+        mask_dirs = _per_split(_parse_split_paths(args.masks, "--masks"), splits, "--masks")
         summary = pipeline.run(
             source_dir=args.source_dir,
             output_dir=args.output,
@@ -274,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             annotation_files=annotation_files or None,
             image_dirs=image_dirs or None,
             include_masks=args.include_masks,
+            mask_dirs=mask_dirs or None,
+            target_shard_bytes=target_shard_bytes,
         )
     except errors.ConversionError as e:
         if args.debug:

@@ -16,10 +16,13 @@ after the pipeline succeeded; `summary.json` is written last and marks a complet
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
+import math
 import posixpath
+import re
 import tempfile
 import uuid
 from collections import Counter
@@ -30,12 +33,13 @@ import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from components.convert_dataset import _fs, errors, examples, shapes, sources
+from components.convert_dataset import _fs, catalog, errors, examples, shapes, sources
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("segmentation", "classification", "detection")
-SOURCE_NAMES = ("folders", "shapes", "coco")
+TASKS = catalog.TASKS
+SOURCE_NAMES = catalog.SOURCE_NAMES
+SOURCE_TASKS = catalog.SOURCE_TASKS
 SUMMARY_FILE = "summary.json"
 BAD_RECORDS_FILE = "bad_records.jsonl"
 SUMMARY_VERSION = 1
@@ -93,16 +97,16 @@ class _LoadDoFn(beam.DoFn):
 class _WriteShardDoFn(beam.DoFn):
     """Writes one shard's records in key order, then its statistics beside it."""
 
-    def __init__(self, tmp_dir: str, num_shards: int, compression: str | None):
+    def __init__(self, tmp_dir: str, num_shards: Mapping[str, int], compression: str | None):
         self._tmp_dir = tmp_dir
-        self._num_shards = num_shards
+        self._num_shards = dict(num_shards)
         self._compression = compression
 
     def process(self, element: tuple[tuple[str, int], Iterable[Any]]) -> Iterator[str]:
         (split, shard), values = element
         # None placeholders make every shard exist, even one no record landed in.
         records = sorted((v for v in values if v is not None), key=lambda r: r[0])
-        name = shard_name(split, shard, self._num_shards, self._compression)
+        name = shard_name(split, shard, self._num_shards[split], self._compression)
         options = tf.io.TFRecordOptions(compression_type=self._compression or "")
         with tf.io.TFRecordWriter(_fs.join(self._tmp_dir, name), options=options) as writer:
             for _, serialized, _ in records:
@@ -142,7 +146,7 @@ def _build(
     manifest: str,
     shard_keys: Sequence[tuple[str, int]],
     tmp_dir: str,
-    num_shards: int,
+    num_shards: Mapping[str, int],
     compression: str | None,
 ) -> None:
     loaded = (
@@ -226,6 +230,43 @@ def _remove_previous_outputs(output_dir: str) -> None:
             _fs.remove(path)
 
 
+def shards_for_target_size(refs: Sequence[sources.RecordRef], target_bytes: int) -> int:
+    """How many shards hold `refs` at about `target_bytes` each: ceil(input bytes / target).
+
+    The input bytes are the sizes of every file the references name (read concurrently, since
+    on gs:// each size is a request); a file that cannot be stat'ed counts as empty, its record
+    being reported bad by the workers anyway.
+    """
+    paths = sorted({p for ref in refs for p in ref.paths.values() if p})
+
+    def size(path: str) -> int:
+        try:
+            return int(tf.io.gfile.stat(path).length)
+        except tf.errors.OpError:
+            return 0
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        total = sum(pool.map(size, paths))
+    return max(1, math.ceil(total / int(target_bytes)))
+
+
+def parse_byte_size(text: str) -> int:
+    """'256MB', '1.5GiB', '200k', '1000000' → bytes (K/M/G are powers of 1000, Ki/Mi/Gi of 1024).
+
+    Raises:
+      ValueError: not a positive size.
+    """
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?)b?\s*", str(text).lower())
+    if not match:
+        raise ValueError(f"expected a size such as 256MB, 1GiB or 1000000, got {text!r}")
+    number, prefix, binary = match.groups()
+    base = 1024 if binary else 1000
+    value = float(number) * base ** " kmgt".index(prefix or " ")
+    if value < 1:
+        raise ValueError(f"expected a positive size, got {text!r}")
+    return int(value)
+
+
 def _fingerprint(lines: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for line in sorted(lines):
@@ -236,7 +277,7 @@ def _fingerprint(lines: Iterable[str]) -> str:
 def _summarize(
     tmp_dir: str,
     splits: Sequence[str],
-    num_shards: int,
+    num_shards: Mapping[str, int],
     compression: str | None,
     bad: Sequence[Mapping[str, str]],
     notes: Mapping[str, Mapping[str, int]],
@@ -247,7 +288,7 @@ def _summarize(
     for split in splits:
         files, per_shard, lines = [], [], []
         histogram: Counter[str] = Counter()
-        for shard in range(num_shards):
+        for shard in range(num_shards[split]):
             stats_path = _fs.join(tmp_dir, _STATS_DIR, f"{split}-{shard:05d}.json")
             if not _fs.exists(stats_path):
                 raise RuntimeError(f"the pipeline finished without writing shard {stats_path}")
@@ -263,16 +304,19 @@ def _summarize(
             "bad_records_by_reason": dict(sorted(Counter(b["reason"] for b in split_bad).items())),
             "shards": files,
             "records_per_shard": per_shard,
-            "file_pattern": f"{split}-*-of-{num_shards:05d}.tfrecord"
+            "num_shards": num_shards[split],
+            "file_pattern": f"{split}-*-of-{num_shards[split]:05d}.tfrecord"
             + (".gz" if compression else ""),
             histogram_key: dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
             "fingerprint": _fingerprint(lines),
             **notes.get(split, {}),
         }
         all_lines.extend(f"{split}/{line}" for line in lines)
+    counts = set(num_shards.values())
     return {
         "version": SUMMARY_VERSION,
-        "num_shards": num_shards,
+        # One figure when every split has the same count; {split: count} otherwise.
+        "num_shards": counts.pop() if len(counts) == 1 else dict(num_shards),
         "compression": compression.lower() if compression else None,
         "records": sum(s["records"] for s in per_split.values()),
         "bad_records": len(bad),
@@ -326,6 +370,9 @@ def run(
     annotation_files: Mapping[str, str] | None = None,
     image_dirs: Mapping[str, str] | None = None,
     include_masks: bool = False,
+    mask_dirs: Mapping[str, str] | None = None,
+    extra_source_options: Mapping[str, Any] | None = None,
+    target_shard_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Converts a dataset folder into sharded TFRecords of Model Garden tf.Examples.
 
@@ -340,10 +387,14 @@ def run(
       strict: Fail (writing nothing) if any record is bad, instead of skipping and reporting it.
       overwrite: Allow a non-empty `output_dir`; an earlier conversion's files are replaced.
       beam_args: Extra Beam pipeline flags (`--runner`, `--project`, `--temp_location`, ...).
-      source: 'folders', 'shapes' or 'coco'. For segmentation, folders means images/<split> +
-        masks/<split>; for classification, ImageNet-style <split>/<class_name>/<image>. 'coco'
-        (detection only) reads annotations/instances_<split>.json + images/<split>/ under
-        `source_dir`, or the paths given in `annotation_files` / `image_dirs`.
+      source: 'folders', 'shapes', 'coco', 'voc' or 'cityscapes' (`SOURCE_TASKS` lists the
+        tasks of each). For segmentation, folders means images/<split> + masks/<split>; for
+        classification, ImageNet-style <split>/<class_name>/<image>. 'coco' reads
+        annotations/instances_<split>.json + images/<split>/ under `source_dir` (detection), or
+        annotations/panoptic_<split>.json + annotations/panoptic_<split>/ (segmentation), or
+        the paths given in `annotation_files` / `image_dirs` / `mask_dirs`. 'voc' reads a
+        VOCdevkit year folder (VOC2012: JPEGImages, Annotations, SegmentationClass, ImageSets);
+        'cityscapes' reads leftImg8bit/<split>/<city>/ + gtFine/<split>/<city>/.
       shapes_options: Keyword arguments of `shapes.generate_shapes_dataset` (num_train,
         num_validation, image_size, seed, min_objects, max_objects, radius_range) for
         `source='shapes'`.
@@ -358,6 +409,15 @@ def run(
       annotation_files: 'coco': {split: COCO instances JSON} instead of the default layout.
       image_dirs: 'coco': {split: image folder} instead of the default layout.
       include_masks: detection: also write `image/object/mask` (one 0/1 PNG per object).
+      mask_dirs: 'coco' with task 'segmentation' (COCO panoptic): {split: folder of the
+        panoptic PNGs} instead of the default layout; `annotation_files` then name the
+        panoptic JSON files.
+      extra_source_options: further keyword arguments of the source class (see
+        `sources.SOURCES`), e.g. `{'keep_difficult': False}` for 'voc'.
+      target_shard_bytes: instead of `num_shards`, aim for shards of about this many bytes:
+        each split gets ceil(input bytes / target) shards, the input bytes being the sizes of
+        the files its records read (the examples hold those files' encoded bytes, so shards
+        come out close to the target). Deterministic for a given input.
 
     Returns:
       The summary also written to `summary.json`: per split the records written, bad records by
@@ -382,11 +442,11 @@ def run(
         raise errors.ConversionError(
             f"source must be one of {', '.join(SOURCE_NAMES)}, got {source!r}"
         )
-    if source == "coco" and task != "detection":
-        raise errors.ConversionError(f"source 'coco' converts for task 'detection', not {task!r}")
-    if task == "detection" and source == "folders":
+    if task not in SOURCE_TASKS[source]:
+        hint = " (detection reads COCO JSON: use source 'coco')" if source == "folders" else ""
         raise errors.ConversionError(
-            "task 'detection' reads COCO JSON: use source 'coco' (or 'shapes'), not 'folders'"
+            f"source {source!r} converts for task {' or '.join(map(repr, SOURCE_TASKS[source]))}"
+            f", not {task!r}{hint}"
         )
     splits = list(splits)
     if not splits or len(set(splits)) != len(splits):
@@ -396,6 +456,10 @@ def run(
             raise errors.ConversionError(f"invalid split name {split!r}")
     if int(num_shards) < 1:
         raise errors.ConversionError(f"num_shards must be >= 1, got {num_shards}")
+    if target_shard_bytes is not None and int(target_shard_bytes) < 1:
+        raise errors.ConversionError(
+            f"target_shard_bytes must be a positive byte count, got {target_shard_bytes}"
+        )
     num_shards = int(num_shards)
     compression = _normalize_compression(compression)
     output_dir = output_dir.rstrip("/") or "/"
@@ -417,12 +481,16 @@ def run(
     elif source_dir is None and source != "coco":
         raise errors.ConversionError(f"source {source!r} needs a source_dir")
     source_name, source_options = _source_for(source, task, splits, class_names)
-    if source_name == "coco":
+    if source_name in ("coco", "coco_panoptic"):
         source_options.update(
             annotation_files=dict(annotation_files or {}),
             image_dirs=dict(image_dirs or {}),
-            include_masks=bool(include_masks),
         )
+    if source_name == "coco":
+        source_options.update(include_masks=bool(include_masks))
+    if source_name == "coco_panoptic":
+        source_options.update(mask_dirs=dict(mask_dirs or {}))
+    source_options.update(dict(extra_source_options or {}))
     try:
         return _convert(
             source_name, source_dir, output_dir, splits, num_shards, compression, strict,
@@ -433,7 +501,7 @@ def run(
                 "source_dir": None if generated_dir else source_dir,
                 "task": task,
             },
-            source_options,
+            source_options, target_shard_bytes,
         )  # fmt: skip
     finally:
         if generated_dir is not None:
@@ -444,6 +512,10 @@ def _source_for(
     source: str, task: str, splits: Sequence[str], class_names: Sequence[str] | None
 ) -> tuple[str, dict[str, Any]]:
     """The `sources.SOURCES` entry (and its options) reading `source` for `task`."""
+    if source in ("voc", "cityscapes"):
+        return source, {"splits": tuple(splits), "task": task}
+    if source == "coco" and task == "segmentation":
+        return "coco_panoptic", {"splits": tuple(splits)}
     if task == "detection":
         # The shapes generator writes COCO JSON in the 'coco' source's default layout.
         return "coco", {"splits": tuple(splits)}
@@ -468,15 +540,24 @@ def _convert(
     options: PipelineOptions,
     extra: Mapping[str, Any],
     source_options: Mapping[str, Any] | None = None,
+    target_shard_bytes: int | None = None,
 ) -> dict[str, Any]:
     src = sources.build_source(source_name, source_dir, **dict(source_options or {}))
     refs: list[tuple[int, sources.RecordRef]] = []
+    shard_counts: dict[str, int] = {}
     for split in splits:
         split_refs = src.list_records(split)
-        refs.extend((i % num_shards, ref) for i, ref in enumerate(split_refs))
-        logger.info("split %r: %d candidate records in %s", split, len(split_refs), source_dir)
+        if target_shard_bytes:
+            shard_counts[split] = shards_for_target_size(split_refs, target_shard_bytes)
+        else:
+            shard_counts[split] = num_shards
+        refs.extend((i % shard_counts[split], ref) for i, ref in enumerate(split_refs))
+        logger.info(
+            "split %r: %d candidate records in %s, %d shards",
+            split, len(split_refs), source_dir, shard_counts[split],
+        )  # fmt: skip
     notes = {split: src.listing_notes(split) for split in splits}
-    shard_keys = [(split, shard) for split in splits for shard in range(num_shards)]
+    shard_keys = [(split, shard) for split in splits for shard in range(shard_counts[split])]
 
     tmp_dir = _fs.join(output_dir, f"{_TMP_DIR_PREFIX}{uuid.uuid4().hex}")
     _fs.makedirs(_fs.join(tmp_dir, _STATS_DIR))
@@ -490,18 +571,18 @@ def _convert(
             ),
         )
         with beam.Pipeline(runner=runner, options=options) as p:
-            _build(p, src, manifest, shard_keys, tmp_dir, num_shards, compression)
+            _build(p, src, manifest, shard_keys, tmp_dir, shard_counts, compression)
         bad_path = _fs.join(tmp_dir, BAD_RECORDS_FILE)
         bad = [json.loads(line) for line in _fs.read_bytes(bad_path).decode().splitlines()]
         if strict and bad:
             raise _strict_error(bad)
         task = extra.get("task")
         summary = _summarize(
-            tmp_dir, splits, num_shards, compression, bad, notes,
+            tmp_dir, splits, shard_counts, compression, bad, notes,
             "class_pixel_histogram" if task == "segmentation" else "class_histogram",
         )  # fmt: skip
         summary.update(extra)
-        if task in ("classification", "detection"):
+        if getattr(src, "class_names", ()):
             summary["class_names"] = list(src.class_names)
         groundtruth_files = {}
         if task == "detection":
@@ -527,6 +608,6 @@ def _convert(
         s = summary["splits"][split]
         logger.info(
             "split %r: %d records in %d shards, %d bad %s",
-            split, s["records"], num_shards, s["bad_records"], s["bad_records_by_reason"],
+            split, s["records"], s["num_shards"], s["bad_records"], s["bad_records_by_reason"],
         )  # fmt: skip
     return summary

@@ -320,7 +320,7 @@ def build_source(name: str, source_dir: str | None, **options: Any) -> Source:
         raise errors.ConversionError(
             f"unknown source {name!r}; known sources: {', '.join(sorted(SOURCES))}"
         )
-    if source_dir is None and name != "coco":
+    if source_dir is None and name not in ("coco", "coco_panoptic"):
         raise errors.ConversionError(f"source {name!r} needs a source folder")
     if source_dir is not None and not _fs.isdir(source_dir):
         raise errors.ConversionError(f"source folder {source_dir} does not exist")

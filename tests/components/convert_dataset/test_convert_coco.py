@@ -252,7 +252,7 @@ def test_shapes_for_detection(tmp_path):
 
 def test_run_rejects_task_and_source_mismatches(tmp_path):
     with pytest.raises(errors.ConversionError, match="source 'coco' converts for task"):
-        pipeline.run(str(tmp_path), str(tmp_path / "o"), source="coco", task="segmentation")
+        pipeline.run(str(tmp_path), str(tmp_path / "o"), source="coco", task="classification")
     with pytest.raises(errors.ConversionError, match="use source 'coco'"):
         pipeline.run(str(tmp_path), str(tmp_path / "o"), source="folders", task="detection")
     with pytest.raises(errors.ConversionError, match="annotation file .* does not exist"):
