@@ -43,11 +43,16 @@ def convert_dataset_op(
     compression: str,
     class_names: list,
     beam_args: list,
+    code_version: str,
     dataset: Output[Dataset],
 ) -> dict:
-    """Converts the source images to sharded TFRecords with Apache Beam."""
+    """Converts the source images to sharded TFRecords with Apache Beam.
+
+    (`code_version` only joins the cache key: a new converter converts again.)
+    """
     from components.convert_dataset import pipeline as convert
 
+    del code_version
     summary = convert.run(
         source_dir=source_dir or None,
         output_dir=dataset.path,
@@ -79,25 +84,36 @@ def convert_dataset_op(
 def train_op(
     dataset: Input[Dataset],
     experiment_yaml: str,
+    code_version: str,
     model: Output[Model],
 ) -> dict:
-    """Trains the experiment on the dataset; the Model artifact holds checkpoints + SavedModel."""
+    """Trains the experiment on the dataset; the Model artifact holds checkpoints + SavedModel.
+
+    On a cluster the artifact's URI is gs://... under the pipeline root; checkpoints are written
+    there directly rather than to the local copy the launcher uploads at the end, so when KFP
+    retries the step (same task, same URI) training resumes from the last checkpoint instead of
+    starting over. (`code_version` only joins the cache key: new code retrains.)
+    """
     import os
     import tempfile
 
     from components.train import run
+    from components.train.step import checkpoint_dir_for
 
+    del code_version
     os.makedirs(model.path, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(experiment_yaml)
         config_path = f.name
+    model_dir = checkpoint_dir_for(model.uri, model.path)
     summary = run(
         dataset_dir=dataset.path,
-        model_dir=os.path.join(model.path, "checkpoints"),
+        model_dir=model_dir,
         export_dir=os.path.join(model.path, "saved_model"),
         config_file=config_path,
     )
     os.unlink(config_path)
+    model.metadata["checkpoint_dir"] = model_dir
     model.metadata["config_hash"] = summary["config_hash"]
     model.metadata["framework"] = "tensorflow"
     return summary
@@ -139,6 +155,9 @@ def evaluate_op(
         if isinstance(value, int | float):
             metrics.log_metric(key, float(value))
     shutil.copyfile(os.path.join(out, "report.md"), report.path)
+    # Which model and data were scored: lets a run summary find a cached train step's outputs.
+    report.metadata["model_uri"] = model.uri
+    report.metadata["dataset_uri"] = dataset.uri
     # The KFP UI renders HTML artifacts inline, so the figures are embedded as data URIs.
     body = ""
     for name in sorted(n for n in os.listdir(out) if n.endswith(".png")):

@@ -5,6 +5,10 @@ vision-pipelines compile [PIPELINE_CONFIG] -o pipeline.yaml
 vision-pipelines convert ...          (the Beam conversion step; --help for options)
 vision-pipelines train ...            (python -m vision_core.train flags)
 vision-pipelines evaluate --model SAVED_MODEL --dataset DIR --num-classes N [--task classification]
+vision-pipelines submit CONFIG (--kfp-host URL | --vertex --project P --region R
+                               --pipeline-root gs://...)
+vision-pipelines schedule CONFIG --cron '0 3 * * 1' (--kfp-host URL | --vertex ...)
+vision-pipelines schedule list|pause|resume|delete [ID] (--kfp-host URL | --vertex ...)
 vision-pipelines registry list|show REGISTRY_URI MODEL [VERSION]
 vision-pipelines import-weights BUNDLE --output DIR [--check]
 vision-pipelines experiments
@@ -48,11 +52,15 @@ def _parser() -> argparse.ArgumentParser:
         help="override a pipeline config value, e.g. gate.min_value=0.9",
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--no-cache", action="store_true", help="rerun every step (no step caching)")
 
     comp = sub.add_parser("compile", help="compile a pipeline config to KFP pipeline YAML")
     comp.add_argument("config", nargs="?")
     comp.add_argument("-o", "--output", required=True)
     comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    comp.add_argument(
+        "--no-cache", action="store_true", help="compile with step caching turned off"
+    )
 
     sub.add_parser("convert", help="convert a dataset to TFRecords (Beam)", add_help=False)
     sub.add_parser(
@@ -72,33 +80,39 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="validation")
     ev.add_argument("--output", default="evaluation")
 
-    kfp_help = "KFP API endpoint, e.g. http://localhost:8080 (a port-forwarded ml-pipeline-ui)"
-    sbm = sub.add_parser("submit", help="compile a pipeline config and start a run on Kubeflow")
+    sbm = sub.add_parser(
+        "submit",
+        help="compile a pipeline config and start a run on Kubeflow or Vertex AI Pipelines",
+    )
     sbm.add_argument("config", help="pipeline config YAML")
-    sbm.add_argument("--kfp-host", required=True, help=kfp_help)
-    sbm.add_argument("--experiment", default=None, help="default: the pipeline name")
+    _add_target_arguments(sbm)
+    sbm.add_argument("--experiment", default=None, help="default: the pipeline name (KFP)")
     sbm.add_argument("--run-name", default=None)
     sbm.add_argument("--pipeline-root", default=None, help="gs://, s3:// or minio:// root")
-    sbm.add_argument("--namespace", default=None)
     sbm.add_argument("--service-account", default=None)
-    sbm.add_argument("--no-cache", action="store_true", help="disable KFP step caching")
+    sbm.add_argument("--no-cache", action="store_true", help="disable step caching")
     sbm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     sch = sub.add_parser(
         "schedule",
-        help="recurring runs on Kubeflow: schedule CONFIG --cron '0 3 * * 1', "
+        help="recurring runs on Kubeflow or Vertex AI: schedule CONFIG --cron '0 3 * * 1', "
         "or schedule list|pause|resume|delete [ID]",
     )
     sch.add_argument("target", help="a pipeline config YAML, or list / pause / resume / delete")
-    sch.add_argument("id", nargs="?", default=None, help="recurring run id (pause/resume/delete)")
-    sch.add_argument("--kfp-host", required=True, help=kfp_help)
+    sch.add_argument("id", nargs="?", default=None, help="schedule id (pause/resume/delete)")
+    _add_target_arguments(sch)
     sch.add_argument("--cron", default=None, help="5-field cron, e.g. '0 3 * * 1' (Mon 03:00)")
     sch.add_argument("--name", default=None, help="recurring run name")
-    sch.add_argument("--experiment", default=None)
+    sch.add_argument("--experiment", default=None, help="KFP experiment")
     sch.add_argument("--pipeline-root", default=None)
-    sch.add_argument("--namespace", default=None)
+    sch.add_argument("--service-account", default=None, help="Vertex: the runs' service account")
     sch.add_argument("--max-concurrency", type=int, default=1)
-    sch.add_argument("--catchup", action="store_true", help="run missed intervals after a pause")
+    sch.add_argument(
+        "--catchup",
+        action="store_true",
+        help="run missed intervals after a pause (KFP: when creating; Vertex: with resume)",
+    )
+    sch.add_argument("--no-cache", action="store_true", help="disable step caching (Vertex)")
     sch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     pred = sub.add_parser(
@@ -142,6 +156,61 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("experiments", help="list registered experiment configs")
     return parser
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--kfp-host",
+        help="KFP API endpoint, e.g. http://localhost:8080 (a port-forwarded ml-pipeline-ui)",
+    )
+    where.add_argument(
+        "--vertex",
+        action="store_true",
+        help="Vertex AI Pipelines (needs the vertex extra and Application Default Credentials)",
+    )
+    parser.add_argument("--namespace", default=None, help="KFP: the Kubeflow profile namespace")
+    vertex = parser.add_argument_group("Vertex AI (with --vertex)")
+    vertex.add_argument("--project", default=None, help="Google Cloud project id")
+    vertex.add_argument("--region", default=None, help="Vertex AI region, e.g. us-central1")
+    vertex.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="run label (repeat)"
+    )
+    vertex.add_argument(
+        "--network", default=None, help="VPC to peer with: projects/NUMBER/global/networks/NAME"
+    )
+    vertex.add_argument(
+        "--api-endpoint",
+        default=None,
+        help="override {region}-aiplatform.googleapis.com (e.g. a Private Service Connect one)",
+    )
+
+
+def _check_backend_options(args: argparse.Namespace) -> None:
+    """Refuses options the chosen backend would silently ignore."""
+
+    def given(name: str) -> bool:
+        return bool(getattr(args, name, None))
+
+    scheduling = args.command == "schedule"
+    if args.vertex:
+        if not args.project or not args.region:
+            raise UserError("--vertex: give --project PROJECT_ID and --region REGION")
+        if scheduling and args.catchup and args.target != "resume":
+            raise UserError(
+                "--catchup: Vertex AI schedules catch up when resumed: "
+                "schedule resume ID --vertex --project P --region R --catchup"
+            )
+        wrong = ["namespace"] + (["experiment"] if scheduling else [])
+    else:
+        wrong = ["project", "region", "label", "network", "api_endpoint"]
+        if scheduling:
+            wrong += ["service_account", "no_cache"]
+    wrong = [name for name in wrong if given(name)]
+    if wrong:
+        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        backend = "Kubeflow (--kfp-host)" if args.vertex else "Vertex AI (--vertex)"
+        raise UserError(f"{flags}: only for {backend}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +311,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipelines.local_run import run_local
 
     config = load_pipeline_config(args.config, _overrides(args.set))
+    if args.no_cache:
+        config.enable_caching = False
     print(f"Running pipeline {config.name!r} locally (KFP SubprocessRunner)")
     print(f"  pipeline root: {config.pipeline_root}")
     print(f"  registry:      {config.registry.uri} (model {config.registry.model_name!r})")
@@ -259,6 +330,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def format_summary(summary: dict[str, Any], config) -> str:
     metrics = summary.get("metrics") or {}
     lines = ["", f"Pipeline {config.name!r} finished in {summary['wall_seconds']:.0f} s", ""]
+    if summary.get("cached_steps"):
+        lines[-1:] = [
+            f"Reused from the step cache: {', '.join(summary['cached_steps'])} "
+            "(--no-cache reruns them)",
+            "",
+        ]
     if metrics:
         lines.append(f"Validation ({metrics.get('num_examples', '?')} images):")
         if "top_1_accuracy" in metrics:
@@ -313,6 +390,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.training import build_pipeline
 
     config = load_pipeline_config(args.config, _overrides(args.set))
+    if args.no_cache:
+        config.enable_caching = False
     pipeline = build_pipeline(config)
     output = os.path.abspath(args.output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
@@ -323,11 +402,46 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vertex_target(args: argparse.Namespace):
+    from pipelines.vertex import VertexTarget
+
+    return VertexTarget(args.project, args.region, args.api_endpoint)
+
+
+def _print_warnings(result: dict[str, Any]) -> None:
+    for warning in result.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.config import load_pipeline_config
+
+    _check_backend_options(args)
+    config = load_pipeline_config(args.config, _overrides(args.set))
+    if args.vertex:
+        from pipelines.vertex import parse_labels, submit_vertex
+
+        result = submit_vertex(
+            config,
+            _vertex_target(args),
+            pipeline_root=args.pipeline_root,
+            run_name=args.run_name,
+            experiment=args.experiment,
+            labels=parse_labels(args.label),
+            service_account=args.service_account,
+            network=args.network,
+            enable_caching=False if args.no_cache else None,
+        )
+        _print_warnings(result)
+        experiment = f", experiment {result['experiment']!r}" if result["experiment"] else ""
+        print(
+            f"Submitted Vertex AI pipeline job {result['job_id']} ({result['run_name']!r}) in "
+            f"{result['project']}/{result['region']}{experiment}; pipeline root "
+            f"{result['pipeline_root']}\n  {result['console_url']}"
+        )
+        return 0
     from pipelines.submit import submit_kfp
 
-    config = load_pipeline_config(args.config, _overrides(args.set))
     result = submit_kfp(
         config,
         args.kfp_host,
@@ -338,6 +452,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         service_account=args.service_account,
     )
+    _print_warnings(result)
     print(
         f"Submitted run {result['run_id']} ({result['run_name']!r}) to {result['host']}, "
         f"experiment {result['experiment']!r}; {result['note']}"
@@ -349,33 +464,38 @@ SCHEDULE_ACTIONS = ("list", "pause", "resume", "delete")
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from pipelines import submit
-
+    _check_backend_options(args)
     if args.target in SCHEDULE_ACTIONS:
-        if args.target == "list":
-            rows = submit.list_schedules(args.kfp_host, args.namespace)
-            for row in rows:
-                print(
-                    f"{row['id']}  {row['status'] or '':<9} {row['cron'] or '':<16} {row['name']}"
-                )
-            if not rows:
-                print("no recurring runs")
-            return 0
-        if not args.id:
-            raise UserError(
-                f"schedule {args.target}: give the recurring run id (see schedule list)"
-            )
-        if args.target == "delete":
-            submit.delete_schedule(args.kfp_host, args.id)
-        else:
-            submit.set_schedule_enabled(args.kfp_host, args.id, enabled=args.target == "resume")
-        print(f"{args.target}: recurring run {args.id}")
-        return 0
+        return _schedule_action(args)
     from pipelines.config import load_pipeline_config
 
     if not args.cron:
         raise UserError("schedule CONFIG: --cron is required, e.g. --cron '0 3 * * 1'")
     config = load_pipeline_config(args.target, _overrides(args.set))
+    if args.vertex:
+        from pipelines.vertex import parse_labels, schedule_vertex
+
+        result = schedule_vertex(
+            config,
+            _vertex_target(args),
+            args.cron,
+            name=args.name,
+            pipeline_root=args.pipeline_root,
+            max_concurrency=args.max_concurrency,
+            labels=parse_labels(args.label),
+            service_account=args.service_account,
+            network=args.network,
+            enable_caching=False if args.no_cache else None,
+        )
+        _print_warnings(result)
+        print(
+            f"Scheduled {result['name']!r} ({result['schedule_id']}) with cron "
+            f"'{result['cron']}' in {result['project']}/{result['region']}; pipeline root "
+            f"{result['pipeline_root']}\n  {result['console_url']}"
+        )
+        return 0
+    from pipelines import submit
+
     result = submit.schedule_kfp(
         config,
         args.kfp_host,
@@ -387,10 +507,42 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         catchup=args.catchup,
         namespace=args.namespace,
     )
+    _print_warnings(result)
     print(
         f"Scheduled {result['name']!r} ({result['recurring_run_id']}) with cron "
         f"'{result['cron']}' in experiment {result['experiment']!r}; {result['note']}"
     )
+    return 0
+
+
+def _schedule_action(args: argparse.Namespace) -> int:
+    from pipelines import submit, vertex
+
+    what = "schedule" if args.vertex else "recurring run"
+    if args.target == "list":
+        if args.vertex:
+            rows = vertex.list_schedules_vertex(_vertex_target(args))
+        else:
+            rows = submit.list_schedules(args.kfp_host, args.namespace)
+        for row in rows:
+            print(f"{row['id']}  {row['status'] or '':<9} {row['cron'] or '':<16} {row['name']}")
+        if not rows:
+            print(f"no {what}s")
+        return 0
+    if not args.id:
+        raise UserError(f"schedule {args.target}: give the {what} id (see schedule list)")
+    if args.vertex:
+        target = _vertex_target(args)
+        if args.target == "delete":
+            vertex.delete_schedule_vertex(target, args.id)
+        else:
+            enabled = args.target == "resume"
+            vertex.set_schedule_enabled_vertex(target, args.id, enabled, catchup=args.catchup)
+    elif args.target == "delete":
+        submit.delete_schedule(args.kfp_host, args.id)
+    else:
+        submit.set_schedule_enabled(args.kfp_host, args.id, enabled=args.target == "resume")
+    print(f"{args.target}: {what} {args.id}")
     return 0
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from typing import Literal
 
+from pipelines.resources import ResourcesConfig
 from vision_core.configs.common import sub
 from vision_core.hyperparams import Config, ConfigError, read_yaml
 
@@ -121,7 +122,10 @@ class PipelineConfig(Config):
     registry: RegistryConfig = sub(RegistryConfig)
     pipeline_root: str = "artifacts/pipeline_root"
     image: str | None = None
-    enable_caching: bool = False
+    # KFP step caching: a step whose inputs, code version and component are unchanged reuses its
+    # earlier outputs (validate and push never do). `--no-cache` turns it off for one run.
+    enable_caching: bool = True
+    resources: ResourcesConfig = sub(ResourcesConfig)
 
     def _validate(self, path: str) -> None:
         if not _metric_known(self.task, self.gate.metric):

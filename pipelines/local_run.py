@@ -92,8 +92,20 @@ def summarize_run(run_dir: str | None, config: PipelineConfig) -> dict[str, Any]
     validate = find("validate")
     push = find("push")
     train = find("train")
+    # Steps served from the cache left no folder in this run: their outputs are in the run that
+    # produced them, found through the artifact URIs the evaluate step records.
+    cached = []
+    scored = (evaluate.get("report") or {}).get("metadata", {})
+    for step, uri_key in (("convert", "dataset_uri"), ("train", "model_uri")):
+        if find(step) or not scored.get(uri_key):
+            continue
+        task_dir = os.path.dirname(str(scored[uri_key]))
+        steps[os.path.basename(task_dir)] = {**read_task_outputs(task_dir), "dir": task_dir}
+        cached.append(step)
+    train = find("train")
     return {
         "run_dir": run_dir,
+        "cached_steps": cached,
         "steps": steps,
         "metrics": evaluate.get("Output", {}),
         "gate": {

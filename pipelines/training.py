@@ -7,13 +7,16 @@ every task; `config.task` picks the evaluate step (mIoU for segmentation, accura
 classification) and its parameters.
 """
 
+import hashlib
 import json
+import os
 import subprocess
 from typing import Any
 
 from kfp import dsl
 
 from components.kfp_ops import build_ops
+from pipelines import resources
 from pipelines.config import PipelineConfig
 from vision_core.configs import load_experiment
 from vision_core.configs.experiment import ExperimentConfig
@@ -69,27 +72,33 @@ def class_names(config: PipelineConfig, experiment: ExperimentConfig) -> list[st
     return [str(i) for i in range(num_classes)]
 
 
+CODE_VERSION_ENV = "VISION_PIPELINES_CODE_VERSION"
+
+
 def code_version() -> str:
-    """The package version plus the git commit when run from a checkout."""
+    """The package version, plus the git commit when run from a checkout.
+
+    Uncommitted changes add a digest of the diff (`+g<sha>.dirty<digest>`): the version is part
+    of the cache key of the convert and train steps, so an edited working tree never reuses
+    outputs that older code produced. `VISION_PIPELINES_CODE_VERSION` overrides it (e.g. set by
+    an image build that has no git checkout).
+    """
     import vision_core
 
+    if os.environ.get(CODE_VERSION_ENV):
+        return os.environ[CODE_VERSION_ENV]
     version = vision_core.__version__
+    root = __file__.rsplit("/", 2)[0]
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", *args], capture_output=True, check=True, cwd=root).stdout
+
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=__file__.rsplit("/", 2)[0],
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=__file__.rsplit("/", 2)[0],
-        ).stdout.strip()
-        version += f"+g{sha}" + (".dirty" if dirty else "")
+        sha = git("rev-parse", "--short", "HEAD").decode().strip()
+        diff = git("diff", "HEAD", "--binary")
+        version += f"+g{sha}"
+        if diff.strip():
+            version += ".dirty" + hashlib.sha256(diff).hexdigest()[:10]
     except (OSError, subprocess.CalledProcessError):
         pass
     return version
@@ -194,9 +203,12 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
             compression=compression,
             class_names=class_names,
             beam_args=beam_args,
+            code_version=code_version,
         ).set_display_name("convert-dataset")
         train = ops.train(
-            dataset=convert.outputs["dataset"], experiment_yaml=experiment_yaml
+            dataset=convert.outputs["dataset"],
+            experiment_yaml=experiment_yaml,
+            code_version=code_version,
         ).set_display_name("train")
         evaluate = ops.evaluate(
             model=train.outputs["model"],
@@ -206,6 +218,9 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
             class_names=class_names,
             options=evaluate_options,
         ).set_display_name("evaluate")
+        # Scoring is cheap next to training and is what a run reports: always evaluate afresh,
+        # even when convert and train come from the cache.
+        evaluate.set_caching_options(False)
         validate = ops.validate(
             metrics=evaluate.outputs["Output"],
             metric_name=gate_metric,
@@ -230,5 +245,12 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
                 run_name=run_name,
             ).set_display_name("push")
             push.set_caching_options(False)
+            resources.apply(push, config.resources.for_step("push"))
+        for step, task in (
+            ("convert", convert), ("train", train), ("evaluate", evaluate), ("validate", validate),
+        ):  # fmt: skip
+            resources.apply(task, config.resources.for_step(step))
+            if not config.enable_caching:
+                task.set_caching_options(False)
 
     return training_pipeline

@@ -20,6 +20,19 @@ _TASK_NAMES = {
 }
 
 
+# URI schemes TensorFlow writes to directly, so checkpoints can live at the artifact's URI.
+_TF_WRITABLE_SCHEMES = ("gs://",)
+
+
+def checkpoint_dir_for(artifact_uri: str, artifact_path: str) -> str:
+    """Where the train step keeps checkpoints: `{artifact_uri}/checkpoints` when TensorFlow can
+    write that URI directly (gs://), so a retried step finds them; otherwise beside the local
+    artifact files (`kfp.local`, where the path is the URI anyway)."""
+    if artifact_uri and artifact_uri.startswith(_TF_WRITABLE_SCHEMES):
+        return artifact_uri.rstrip("/") + "/checkpoints"
+    return os.path.join(artifact_path, "checkpoints")
+
+
 def check_dataset_matches(dataset_dir: str, params: Any) -> None:
     """Fails early when the converted dataset cannot train this experiment.
 

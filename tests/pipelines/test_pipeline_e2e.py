@@ -40,10 +40,23 @@ def _tiny_configs(tmp_path):
         num_validation=4,
         seed=3,
         registry={"uri": "artifacts/registry", "model_name": "tiny"},
+        # Cluster settings the local runner must accept and ignore.
+        resources={
+            "train": {
+                "cpu_limit": "2",
+                "memory_limit": "4Gi",
+                "node_selector": {"pool": "cpu"},
+                "tolerations": [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}],
+                "retries": 1,
+            }
+        },
     )
 
 
-def test_pipeline_runs_end_to_end_and_the_gate_guards_the_champion(tmp_path, capsys):
+def test_pipeline_runs_end_to_end_and_the_gate_guards_the_champion(tmp_path, capsys, monkeypatch):
+    # The code version joins the cache key; pin it so edits elsewhere in the tree cannot
+    # change it between the two runs.
+    monkeypatch.setenv("VISION_PIPELINES_CODE_VERSION", "test-e2e")
     pipe_path = _tiny_configs(tmp_path)
     config = load_pipeline_config(str(pipe_path))
     assert config.registry.uri == str(tmp_path / "artifacts" / "registry")
@@ -75,6 +88,11 @@ def test_pipeline_runs_end_to_end_and_the_gate_guards_the_champion(tmp_path, cap
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["gate"]["passed"] is False
     assert "1.5" in out["gate"]["reason"]
+    # Same data and model config: convert and train come from the step cache, evaluate reruns,
+    # and the summary still reports the cached steps' outputs.
+    assert out["cached_steps"] == ["convert", "train"]
+    assert out["metrics"]["mean_iou"] == metrics["mean_iou"]
+    assert out["train"]["export_dir"] == summary["train"]["export_dir"]
     assert out["registry"]["version"] is None
     assert [v.version for v in registry.list_versions("tiny")] == [1]
     assert registry.get_alias("tiny", "champion") == 1
