@@ -11,7 +11,7 @@ export TF_USE_LEGACY_KERAS := 1
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[test,dev,vertex]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -44,6 +44,8 @@ def convert_dataset_op(
     class_names: list,
     beam_args: list,
     code_version: str,
+    splits: dict,
+    source_options: dict,
     dataset: Output[Dataset],
 ) -> dict:
     """Converts the source images to sharded TFRecords with Apache Beam.
@@ -53,9 +55,14 @@ def convert_dataset_op(
     from components.convert_dataset import pipeline as convert
 
     del code_version
+    # {pipeline split: source split}; the step writes the pipeline's names (train, validation).
+    # source_options: annotation_files / image_dirs / mask_dirs ({source split: path}),
+    # include_masks, target_shard_bytes.
     summary = convert.run(
         source_dir=source_dir or None,
         output_dir=dataset.path,
+        splits=dict(splits),
+        **dict(source_options),
         num_shards=num_shards,
         compression=compression or None,
         beam_args=list(beam_args),

@@ -9,7 +9,7 @@ vision-pipelines submit CONFIG (--kfp-host URL | --vertex --project P --region R
                                --pipeline-root gs://...)
 vision-pipelines schedule CONFIG --cron '0 3 * * 1' (--kfp-host URL | --vertex ...)
 vision-pipelines schedule list|pause|resume|delete [ID] (--kfp-host URL | --vertex ...)
-vision-pipelines registry list|show REGISTRY_URI MODEL [VERSION]
+vision-pipelines registry list|show|promote|rollback|diff REGISTRY_URI MODEL ...
 vision-pipelines import-weights BUNDLE --output DIR [--check]
 vision-pipelines experiments
 """
@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run missed intervals after a pause (KFP: when creating; Vertex: with resume)",
     )
-    sch.add_argument("--no-cache", action="store_true", help="disable step caching (Vertex)")
+    sch.add_argument("--no-cache", action="store_true", help="disable step caching")
     sch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
     pred = sub.add_parser(
@@ -124,11 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--min-score", type=float, default=0.3, help="lowest detection score drawn")
     pred.add_argument("--class-names", default="", help="comma-separated; default: the model's")
 
-    reg = sub.add_parser("registry", help="inspect a model registry")
-    reg.add_argument("action", choices=["list", "show"])
-    reg.add_argument("uri")
-    reg.add_argument("model")
-    reg.add_argument("version", nargs="?", default=None, help="version number or alias")
+    from pipelines.registry_cli import add_registry_parser
+
+    add_registry_parser(sub)
 
     imp = sub.add_parser(
         "import-weights",
@@ -205,7 +203,7 @@ def _check_backend_options(args: argparse.Namespace) -> None:
     else:
         wrong = ["project", "region", "label", "network", "api_endpoint"]
         if scheduling:
-            wrong += ["service_account", "no_cache"]
+            wrong += ["service_account"]
     wrong = [name for name in wrong if given(name)]
     if wrong:
         flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
@@ -295,7 +293,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(record))
         return 0
     if args.command == "registry":
-        return _cmd_registry(args)
+        from pipelines.registry_cli import run_registry
+
+        return run_registry(args)
     if args.command == "import-weights":
         return _cmd_import_weights(args)
     if args.command == "experiments":
@@ -472,6 +472,8 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     if not args.cron:
         raise UserError("schedule CONFIG: --cron is required, e.g. --cron '0 3 * * 1'")
     config = load_pipeline_config(args.target, _overrides(args.set))
+    if args.no_cache:
+        config.enable_caching = False
     if args.vertex:
         from pipelines.vertex import parse_labels, schedule_vertex
 
@@ -485,7 +487,6 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
             labels=parse_labels(args.label),
             service_account=args.service_account,
             network=args.network,
-            enable_caching=False if args.no_cache else None,
         )
         _print_warnings(result)
         print(
@@ -567,40 +568,6 @@ def _cmd_import_weights(args: argparse.Namespace) -> int:
         print(f"  output {key}: max abs diff {diff:.3e}")
     print(f"checkpoint and report.md written to {args.output}")
     return 0
-
-
-def _cmd_registry(args: argparse.Namespace) -> int:
-    from components.registry import open_registry
-
-    registry = open_registry(args.uri)
-    if args.action == "list":
-        versions = registry.list_versions(args.model)
-        if not versions:
-            print(f"{args.model}: no versions in {args.uri}")
-            return 0
-        for v in versions:
-            aliases = ",".join(getattr(v, "aliases", []) or [])
-            metrics = getattr(v, "metrics", {}) or {}
-            shown = ""
-            for key in ("mean_iou", "top_1_accuracy"):
-                value = metrics.get(key)
-                if isinstance(value, int | float):
-                    shown = f"{key}={value:.4f}"
-                    break
-            print(f"v{v.version}\t{getattr(v, 'created_at', '')}\t{shown}\t{aliases}")
-        return 0
-    ref = args.version
-    if ref is None:
-        raise UserError("registry show: give a version number or an alias")
-    record = registry.resolve(args.model, ref)  # 3, v3, latest or an alias
-    print(json.dumps(_plain(record), indent=2, default=str))
-    return 0
-
-
-def _plain(record: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.asdict(record) if dataclasses.is_dataclass(record) else record
 
 
 if __name__ == "__main__":

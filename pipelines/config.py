@@ -47,24 +47,80 @@ class ShapesSource(Config):
             )
 
 
+# The split names the train and evaluate steps read.
+PIPELINE_SPLITS = ("train", "validation")
+# Each source's own name of those splits, where it differs.
+SOURCE_SPLITS = {
+    "voc": {"train": "train", "validation": "val"},
+    "cityscapes": {"train": "train", "validation": "val"},
+}
+SOURCES = ("shapes", "folders", "coco", "voc", "cityscapes")
+
+
 @dataclasses.dataclass
 class DatasetConfig(Config):
-    source: Literal["shapes", "folders"] = "shapes"
+    """Where the images come from and how the convert step writes them.
+
+    `source` is one of the converter's sources: 'shapes' (generated), 'folders' (image + mask
+    folders, or class folders for classification), 'coco' (instances JSON, or panoptic for
+    segmentation), 'voc' (a VOCdevkit year folder) or 'cityscapes'. `splits` maps the pipeline's
+    `train` / `validation` to the source's split names (default: the same names; VOC and
+    Cityscapes: train / val). `annotations`, `images` and `masks` give per-split paths for
+    'coco' (split: path, keyed by the source's split names).
+    """
+
+    source: Literal["shapes", "folders", "coco", "voc", "cityscapes"] = "shapes"
     source_dir: str = ""
     shapes: ShapesSource = sub(ShapesSource)
+    splits: dict = dataclasses.field(default_factory=dict)
+    annotations: dict = dataclasses.field(default_factory=dict)
+    images: dict = dataclasses.field(default_factory=dict)
+    masks: dict = dataclasses.field(default_factory=dict)
+    # Detection: also write instance masks (image/object/mask).
+    include_masks: bool = False
     num_shards: int = 4
+    # Instead of num_shards: shards of about this size, e.g. "200MB" (counted per split).
+    target_shard_size: str | None = None
     compression: Literal["gzip"] | None = None
     # Display names for evaluation; for classification from folders also the class id order
     # (default: the sorted class folder names, which the dataset summary then records).
     class_names: list[str] = dataclasses.field(default_factory=list)
     beam_args: list[str] = dataclasses.field(default_factory=list)
 
+    def split_map(self) -> dict[str, str]:
+        """{pipeline split: source split} for train and validation."""
+        return {**SOURCE_SPLITS.get(self.source, {}), **dict(self.splits)} or {
+            s: s for s in PIPELINE_SPLITS
+        }
+
     def _validate(self, path: str) -> None:
         prefix = f"{path}." if path else ""
-        if self.source == "folders" and not self.source_dir:
-            raise ConfigError(f"{prefix}source_dir: required when source is 'folders'")
+        needs_dir = ("folders", "voc", "cityscapes")
+        if self.source in needs_dir and not self.source_dir:
+            raise ConfigError(f"{prefix}source_dir: required when source is {self.source!r}")
+        if self.source == "coco" and not self.source_dir and not self.annotations:
+            raise ConfigError(
+                f"{prefix}annotations: source 'coco' needs source_dir (with annotations/ and "
+                "images/) or annotations and images per split"
+            )
+        unknown = sorted(set(self.splits) - set(PIPELINE_SPLITS))
+        if unknown:
+            raise ConfigError(
+                f"{prefix}splits: keys are the pipeline's splits {list(PIPELINE_SPLITS)}, "
+                f"got {unknown}"
+            )
+        for name in ("annotations", "images", "masks"):
+            if getattr(self, name) and self.source != "coco":
+                raise ConfigError(f"{prefix}{name}: only for source 'coco', not {self.source!r}")
         if self.num_shards < 1:
             raise ConfigError(f"{prefix}num_shards: expected >= 1, got {self.num_shards}")
+        if self.target_shard_size is not None:
+            from components.convert_dataset.sharding import parse_byte_size
+
+            try:
+                parse_byte_size(self.target_shard_size)
+            except ValueError as e:
+                raise ConfigError(f"{prefix}target_shard_size: {e}") from None
 
 
 @dataclasses.dataclass
@@ -153,14 +209,22 @@ def load_pipeline_config(path: str | None = None, overrides: dict | None = None)
         (config.dataset, "source_dir"),
         (config.experiment, "config_file"),
     ):
-        value = getattr(holder, attr)
-        if value and "://" not in value and not os.path.isabs(value):
-            setattr(holder, attr, os.path.normpath(os.path.join(base, value)))
+        setattr(holder, attr, _resolve(base, getattr(holder, attr)))
+    for attr in ("annotations", "images", "masks"):
+        paths = getattr(config.dataset, attr)
+        setattr(config.dataset, attr, {k: _resolve(base, v) for k, v in paths.items()})
     if config.experiment.config_file and not os.path.exists(config.experiment.config_file):
         raise ConfigError(
             f"{path}: experiment.config_file: {config.experiment.config_file} does not exist"
         )
     return config
+
+
+def _resolve(base: str, value: str | None) -> str | None:
+    """A relative local path made absolute against `base`; URLs and absolute paths as given."""
+    if value and "://" not in value and not os.path.isabs(value):
+        return os.path.normpath(os.path.join(base, value))
+    return value
 
 
 def _root_for(path: str) -> str:

@@ -6,7 +6,8 @@ manage them. Everything goes through `kfp.Client`, the KFP SDK's client of the R
 
 Paths in a pipeline config are local by default (`artifacts/...`). A cluster cannot read them,
 so a local `pipeline_root` is dropped on submission (the cluster's default root is used unless
-`--pipeline-root` names a bucket), and the caller is told.
+`--pipeline-root` names a bucket), and the caller is told; a local registry or source folder is
+reported by `cluster_warnings` (shared with the Vertex AI path in `pipelines.vertex`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,29 @@ def remote_pipeline_root(config: PipelineConfig, override: str | None) -> tuple[
     )
 
 
+def cluster_warnings(config: PipelineConfig) -> list[str]:
+    """What in `config` names the submitting machine's disk, which a cluster's steps cannot see.
+
+    Each step runs in its own container, so a local path there is that container's filesystem:
+    a local registry would receive the pushed model and lose it with the pod.
+    """
+    warnings = []
+    uri = config.registry.uri
+    if not uri.startswith(REMOTE_SCHEMES) and not uri.startswith("vertex://"):
+        warnings.append(
+            f"registry.uri {uri!r} is a local path: on the cluster it is the push step's own "
+            "container filesystem, so pushed versions vanish with the pod; set "
+            "registry.uri to a registry the cluster reaches (--set registry.uri=...)"
+        )
+    source_dir = config.dataset.source_dir
+    if config.dataset.source == "folders" and not source_dir.startswith(REMOTE_SCHEMES):
+        warnings.append(
+            f"dataset.source_dir {source_dir!r} is a local path: the convert step on the "
+            "cluster reads its own container filesystem; use a gs:// (or s3://) folder"
+        )
+    return warnings
+
+
 def compile_package(config: PipelineConfig, path: str, run_name: str = "") -> str:
     """Compiles the config's pipeline to a YAML package at `path`."""
     from kfp import compiler
@@ -83,9 +107,10 @@ def compile_package(config: PipelineConfig, path: str, run_name: str = "") -> st
     return path
 
 
-def _with_root(config: PipelineConfig, root: str | None) -> PipelineConfig:
-    # A local root must not be baked into the package the cluster runs.
-    config.override({"pipeline_root": root or ""})
+def _with_root(config: PipelineConfig, root: str | None, caching: bool) -> PipelineConfig:
+    # A local root must not be baked into the package the cluster runs; caching off compiles
+    # every step uncached.
+    config.override({"pipeline_root": root or "", "enable_caching": bool(caching)})
     return config
 
 
@@ -104,15 +129,16 @@ def submit_kfp(
     """Compiles `config` and starts one run on the KFP cluster at `host`.
 
     Returns:
-      {'run_id', 'experiment', 'run_name', 'host', 'pipeline_root', 'note'}.
+      {'run_id', 'experiment', 'run_name', 'host', 'pipeline_root', 'note', 'warnings'}.
     """
     kfp_client = client(host, namespace, token)
     root, note = remote_pipeline_root(config, pipeline_root)
     experiment = experiment or config.name
     run_name = run_name or config.name
+    caching = config.enable_caching if enable_caching is None else enable_caching
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_package(
-            _with_root(config, root), os.path.join(tmp, "pipeline.yaml"), run_name
+            _with_root(config, root, caching), os.path.join(tmp, "pipeline.yaml"), run_name
         )
         try:
             result = kfp_client.create_run_from_pipeline_package(
@@ -122,7 +148,9 @@ def submit_kfp(
                 experiment_name=experiment,
                 namespace=namespace,
                 pipeline_root=root,
-                enable_caching=config.enable_caching if enable_caching is None else enable_caching,
+                # None keeps the compiled per-step settings (evaluate, validate and push are
+                # never cached); a boolean here would override every step.
+                enable_caching=None if caching else False,
                 service_account=service_account,
             )
         except Exception as err:
@@ -134,6 +162,7 @@ def submit_kfp(
         "host": host,
         "pipeline_root": root,
         "note": note,
+        "warnings": cluster_warnings(config),
     }
 
 
@@ -169,7 +198,7 @@ def schedule_kfp(
     """Creates a recurring run of `config` on the cluster at `host`.
 
     Returns:
-      {'recurring_run_id', 'name', 'cron', 'experiment', 'host', 'note'}.
+      {'recurring_run_id', 'name', 'cron', 'experiment', 'host', 'note', 'warnings'}.
     """
     cron6 = kfp_cron(cron)
     kfp_client = client(host, namespace, token)
@@ -179,7 +208,9 @@ def schedule_kfp(
     try:
         exp = kfp_client.create_experiment(experiment, namespace=namespace)
         with tempfile.TemporaryDirectory() as tmp:
-            package = compile_package(_with_root(config, root), os.path.join(tmp, "p.yaml"))
+            package = compile_package(
+                _with_root(config, root, config.enable_caching), os.path.join(tmp, "p.yaml")
+            )
             recurring = kfp_client.create_recurring_run(
                 experiment_id=exp.experiment_id,
                 job_name=name,
@@ -188,7 +219,7 @@ def schedule_kfp(
                 no_catchup=not catchup,
                 pipeline_package_path=package,
                 pipeline_root=root,
-                enable_caching=config.enable_caching,
+                enable_caching=None if config.enable_caching else False,
             )
     except SubmitError:
         raise
@@ -201,6 +232,7 @@ def schedule_kfp(
         "experiment": experiment,
         "host": host,
         "note": note,
+        "warnings": cluster_warnings(config),
     }
 
 

@@ -55,8 +55,8 @@ def resolve_checked_experiment(config: PipelineConfig) -> ExperimentConfig:
 def class_names(config: PipelineConfig, experiment: ExperimentConfig) -> list[str]:
     """Class names for evaluation reports, in id order.
 
-    Empty for classification from folders without configured names: the convert step derives
-    them from the class folders and the evaluate step reads them from the dataset.
+    Empty for real datasets without configured names: the convert step records the source's
+    names (class folders, categories) and the evaluate step reads them from the dataset.
     """
     num_classes = experiment.task.model.num_classes
     if config.dataset.class_names:
@@ -67,9 +67,10 @@ def class_names(config: PipelineConfig, experiment: ExperimentConfig) -> list[st
         names = CLASSIFICATION_CLASSES if config.task == "classification" else SHAPES_CLASSES
         if len(names) == num_classes:
             return list(names)
-    elif config.task == "classification":
-        return []
-    return [str(i) for i in range(num_classes)]
+        return [str(i) for i in range(num_classes)]
+    # Other sources: the names the convert step records with the dataset (class folders, COCO
+    # categories, VOC and Cityscapes classes), or the ids when it has none.
+    return []
 
 
 CODE_VERSION_ENV = "VISION_PIPELINES_CODE_VERSION"
@@ -104,6 +105,25 @@ def code_version() -> str:
     return version
 
 
+def _source_options(ds: Any) -> dict[str, Any]:
+    """The convert step's source-specific `run` arguments from the dataset config."""
+    from components.convert_dataset.sharding import parse_byte_size
+
+    options: dict[str, Any] = {}
+    for field, argument in (
+        ("annotations", "annotation_files"),
+        ("images", "image_dirs"),
+        ("masks", "mask_dirs"),
+    ):
+        if getattr(ds, field):
+            options[argument] = dict(getattr(ds, field))
+    if ds.include_masks:
+        options["include_masks"] = True
+    if ds.target_shard_size:
+        options["target_shard_bytes"] = parse_byte_size(ds.target_shard_size)
+    return options
+
+
 def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
     """A KFP pipeline for `config.task` ('segmentation' or 'classification')."""
     experiment = resolve_checked_experiment(config)
@@ -131,6 +151,8 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
         "num_shards": ds.num_shards,
         "compression": ds.compression or "",
         "beam_args": list(ds.beam_args),
+        "splits": ds.split_map(),
+        "source_options": _source_options(ds),
         "experiment_yaml": experiment_yaml,
         "num_classes": experiment.task.model.num_classes,
         "class_names": names,
@@ -171,6 +193,8 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
         num_shards: int = c["num_shards"],
         compression: str = c["compression"],
         beam_args: list = c["beam_args"],
+        splits: dict = c["splits"],
+        source_options: dict = c["source_options"],
         experiment_yaml: str = c["experiment_yaml"],
         num_classes: int = c["num_classes"],
         class_names: list = c["class_names"],
@@ -204,6 +228,8 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
             class_names=class_names,
             beam_args=beam_args,
             code_version=code_version,
+            splits=splits,
+            source_options=source_options,
         ).set_display_name("convert-dataset")
         train = ops.train(
             dataset=convert.outputs["dataset"],

@@ -113,7 +113,20 @@ def _parser() -> argparse.ArgumentParser:
     detection.add_argument(
         "--include-masks",
         action="store_true",
-        help="also write the instance masks (image/object/mask, one PNG per object)",
+        help="detection (coco, cityscapes): also write the instance masks "
+        "(image/object/mask, one PNG per object)",
+    )
+    detection.add_argument(
+        "--keep-category-ids",
+        action="store_true",
+        help="coco detection: class ids are the COCO category ids (as Model Garden's "
+        "create_coco_tf_record writes them) instead of 1..N",
+    )
+    parser.add_argument_group("voc source (detection)").add_argument(
+        "--drop-difficult",
+        action="store_true",
+        help="leave out objects VOC marks difficult (default: keep them, flagged in "
+        "image/object/difficult and iscrowd in the groundtruth JSON)",
     )
     parser.add_argument("--output", required=True, help="output folder for the TFRecords")
     parser.add_argument(
@@ -153,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
         help="MIN,MAX object radius as a fraction of the short side (default 0.08,0.25)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="do not show the records loaded / total (a bar on a terminal, else a log line "
+        "every ~10 s)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -172,6 +191,9 @@ def _print_summary(summary: dict[str, Any], output: str) -> None:
         print(line)
     if summary["bad_records"]:
         print(f"Bad records are listed in {output.rstrip('/')}/bad_records.jsonl")
+    if summary.get("report"):
+        paths = [f"{output.rstrip('/')}/{name}" for name in summary["report"].values()]
+        print(f"Dataset report: {', '.join(paths)}")
 
 
 def _parse_split_paths(values: Iterable[str], option: str) -> dict[str | None, str]:
@@ -199,9 +221,13 @@ def _parse_split_paths(values: Iterable[str], option: str) -> dict[str | None, s
 
 
 def _split_from_annotation_file(path: str) -> str:
-    """The split an annotation file's name suggests: instances_val2017.json → 'val2017'."""
+    """The split an annotation file's name suggests: instances_val2017.json or
+    panoptic_val2017.json → 'val2017'."""
     stem = posixpath.splitext(posixpath.basename(path))[0]
-    return stem.removeprefix("instances_") or stem
+    for prefix in ("instances_", "panoptic_"):
+        if stem.startswith(prefix) and len(stem) > len(prefix):
+            return stem.removeprefix(prefix)
+    return stem
 
 
 def _coco_paths(
@@ -263,8 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     # Imported here so `--help` and argument errors stay fast (Beam and TensorFlow load slowly).
-    from components.convert_dataset import pipeline
+    from components.convert_dataset import pipeline, progress
 
+    if not args.no_progress:
+        # The non-terminal display logs; its lines show without --verbose.
+        logging.getLogger(progress.__name__).setLevel(logging.INFO)
     shapes_options = None
     if args.source == "shapes":
         shapes_options = {
@@ -285,6 +314,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise errors.ConversionError(
                 "--masks (panoptic PNG folders) belongs to coco with --task segmentation"
             )
+        extra_source_options = None
+        if args.drop_difficult:
+            if args.source != "voc" or args.task != "detection":
+                raise errors.ConversionError(
+                    "--drop-difficult belongs to --source voc with --task detection"
+                )
+            extra_source_options = {"keep_difficult": False}
+        if args.keep_category_ids:
+            if args.source not in ("coco", "shapes") or args.task != "detection":
+                raise errors.ConversionError(
+                    "--keep-category-ids belongs to coco or shapes with --task detection"
+                )
+            extra_source_options = {"keep_category_ids": True}
         target_shard_bytes = None
         if args.target_shard_size is not None:
             try:
@@ -312,7 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_dirs=image_dirs or None,
             include_masks=args.include_masks,
             mask_dirs=mask_dirs or None,
+            extra_source_options=extra_source_options,
             target_shard_bytes=target_shard_bytes,
+            progress=not args.no_progress,
         )
     except errors.ConversionError as e:
         if args.debug:

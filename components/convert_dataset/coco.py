@@ -12,7 +12,8 @@ Records carry Model Garden's detection keys (`tf_example_keys.OBJECT_*`): boxes 
 [0, 1], class ids 1..N, names in `image/object/class/text`, `is_crowd`, `area`, and with
 `include_masks` one PNG (0/1) per object. Class ids are contiguous: the categories of all
 converted splits, sorted by COCO id, are numbered from 1 (`category_ids[i - 1]` is the COCO id of
-class i). `image/source_id` is the COCO image id, which the COCO evaluator matches on.
+class i); `keep_category_ids` keeps the COCO ids instead, as Model Garden's converter does.
+`image/source_id` is the COCO image id, which the COCO evaluator matches on.
 
 Data checks: boxes reaching outside the image are clipped to it, boxes of zero area (after
 clipping) are dropped; both are counted in the summary. An annotation with an unknown category or
@@ -29,7 +30,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,10 +73,17 @@ class _Checked:
     problem: tuple[str, str] | None = None  # (reason, detail)
 
 
-def _check_objects(
+def check_objects(
     image: Mapping[str, Any], annotations: Iterable[Mapping[str, Any]], known: Mapping[int, Any]
 ) -> _Checked:
-    """Validates, clips and filters one image's annotations against its JSON size."""
+    """Validates, clips and filters one image's annotations against its size.
+
+    Args:
+      image: {'height', 'width'} in pixels (the JSON's, or a VOC XML's size).
+      annotations: COCO annotations: `category_id`, `bbox` [x, y, width, height] in pixels,
+        optional `area` (else the clipped box's) and `iscrowd`; kept as `_Object.annotation`.
+      known: the valid category ids.
+    """
     height, width = float(image["height"]), float(image["width"])
     objects, clipped, dropped = [], 0, 0
     for ann in annotations:
@@ -130,6 +138,35 @@ def _check_objects(
     return _Checked(tuple(objects), clipped, dropped)
 
 
+def object_features(
+    objects: Sequence[_Object],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    image: images.DecodedImage,
+) -> dict[str, Any]:
+    """Model Garden's per-object detection features of checked objects.
+
+    Boxes are normalized by the image size; `labels[i]` is the class id (1..N) of `objects[i]`
+    and `class_names[label]` its name.
+    """
+    height, width = float(image.height), float(image.width)
+    features: dict[str, Any] = {}
+    for key, coord, size in (
+        (keys.OBJECT_BBOX_XMIN, 0, width),
+        (keys.OBJECT_BBOX_YMIN, 1, height),
+        (keys.OBJECT_BBOX_XMAX, 2, width),
+        (keys.OBJECT_BBOX_YMAX, 3, height),
+    ):
+        features[key] = examples.float_feature([o.box[coord] / size for o in objects])
+    features[keys.OBJECT_CLASS_LABEL] = examples.int64_feature(labels)
+    features[keys.OBJECT_CLASS_TEXT] = examples.bytes_feature(
+        [class_names[label] for label in labels]
+    )
+    features[keys.OBJECT_IS_CROWD] = examples.int64_feature([o.is_crowd for o in objects])
+    features[keys.OBJECT_AREA] = examples.float_feature([o.area for o in objects])
+    return features
+
+
 def _instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     """A uint8 {0, 1} [H, W] mask from a COCO segmentation (polygons or RLE).
 
@@ -164,6 +201,9 @@ class CocoSource:
       annotation_files: {split: COCO JSON path} overriding the default layout.
       image_dirs: {split: image folder} overriding the default layout.
       include_masks: also write `image/object/mask`, one 0/1 PNG per object.
+      keep_category_ids: class ids are the COCO category ids themselves, as Model Garden's
+        `create_coco_tf_record` writes them (COCO 2017: classes 1..90, num_classes 91), instead
+        of 1..N; ids no category uses become classes named 'unused_<id>'.
       category_ids: after construction, the COCO category id of class 1, 2, ...
       class_names: after construction, names by class id: ('background', name of class 1, ...).
     """
@@ -173,6 +213,7 @@ class CocoSource:
     annotation_files: Mapping[str, str] = dataclasses.field(default_factory=dict)
     image_dirs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     include_masks: bool = False
+    keep_category_ids: bool = False
     category_ids: tuple[int, ...] = dataclasses.field(default=(), init=False)
     class_names: tuple[str, ...] = dataclasses.field(default=(), init=False)
     _datasets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
@@ -194,8 +235,21 @@ class CocoSource:
             raise errors.ConversionError(
                 f"no categories in {', '.join(self.annotation_file(s) for s in self.splits)}"
             )
-        self.category_ids = tuple(sorted(names))
-        self.class_names = (BACKGROUND, *(names[c] for c in self.category_ids))
+        if self.keep_category_ids:
+            if self.splits and min(names) < 1:
+                raise errors.ConversionError(
+                    f"keep_category_ids needs category ids >= 1 (0 is the background), got "
+                    f"{min(names)}"
+                )
+            # Class i is COCO id i: ids no category uses become named placeholder classes.
+            self.category_ids = tuple(range(1, max(names, default=0) + 1))
+            self.class_names = (
+                BACKGROUND,
+                *(names.get(c, f"unused_{c}") for c in self.category_ids),
+            )
+        else:
+            self.category_ids = tuple(sorted(names))
+            self.class_names = (BACKGROUND, *(names[c] for c in self.category_ids))
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers re-read the JSON themselves: shipping the parsed annotations inside the
@@ -312,7 +366,7 @@ class CocoSource:
                 ids = ", ".join(str(e["id"]) for e in entries)
                 problem = (errors.DUPLICATE_IMAGE, path, f"file_name is shared by images {ids}")
             else:
-                checked = _check_objects(
+                checked = check_objects(
                     image, dataset["by_image"][image["id"]], dataset["categories"]
                 )
                 if checked.problem is not None:
@@ -366,29 +420,15 @@ class CocoSource:
                 f"image is {image.height}x{image.width} (HxW) but the annotation file says "
                 f"{entry['height']}x{entry['width']} for image id {image_id}",
             )
-        checked = _check_objects(entry, dataset["by_image"][image_id], dataset["categories"])
+        checked = check_objects(entry, dataset["by_image"][image_id], dataset["categories"])
         if checked.problem is not None:  # The listing found none; the JSON changed since.
             raise errors.BadRecordError(checked.problem[0], path, checked.problem[1])
         class_ids = self.class_ids
         features = image_features(ref.key, path, image)
         features[keys.IMAGE_SOURCE_ID] = str(image_id)
-        height, width = float(image.height), float(image.width)
         objects = checked.objects
-        # Model Garden's boxes: normalized by the image size.
-        for key, coord, size in (
-            (keys.OBJECT_BBOX_XMIN, 0, width),
-            (keys.OBJECT_BBOX_YMIN, 1, height),
-            (keys.OBJECT_BBOX_XMAX, 2, width),
-            (keys.OBJECT_BBOX_YMAX, 3, height),
-        ):
-            features[key] = examples.float_feature([o.box[coord] / size for o in objects])
         labels = [class_ids[o.category_id] for o in objects]
-        features[keys.OBJECT_CLASS_LABEL] = examples.int64_feature(labels)
-        features[keys.OBJECT_CLASS_TEXT] = examples.bytes_feature(
-            [self.class_names[label] for label in labels]
-        )
-        features[keys.OBJECT_IS_CROWD] = examples.int64_feature([o.is_crowd for o in objects])
-        features[keys.OBJECT_AREA] = examples.float_feature([o.area for o in objects])
+        features.update(object_features(objects, labels, self.class_names, image))
         if self.include_masks:
             pngs = []
             for o in objects:
@@ -427,7 +467,7 @@ class CocoSource:
             if name in excluded or len(names[name]) > 1:
                 continue
             image = dataset["images"][names[name][0]]
-            checked = _check_objects(image, dataset["by_image"][image["id"]], dataset["categories"])
+            checked = check_objects(image, dataset["by_image"][image["id"]], dataset["categories"])
             if checked.problem is not None:
                 continue
             images_out.append(dict(image))

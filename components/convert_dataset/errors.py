@@ -41,12 +41,19 @@ LABEL_MISSING = "label_missing"
 # Detection (COCO JSON): the image file named by the JSON is absent; the image's pixel size
 # differs from the JSON's height/width; an annotation's category is not among the categories;
 # an annotation is malformed (box, or segmentation when masks are written); two images share a
-# file name.
+# file name. Cityscapes uses unknown_category for a label id outside its label table and
+# annotation_invalid for an object index on a label without instances.
 IMAGE_MISSING = "image_missing"
 IMAGE_SIZE_MISMATCH = "image_size_mismatch"
 UNKNOWN_CATEGORY = "unknown_category"
 ANNOTATION_INVALID = "annotation_invalid"
 DUPLICATE_IMAGE = "duplicate_image"
+# Pascal VOC detection: an image listed in the split file has no annotation XML.
+ANNOTATION_MISSING = "annotation_missing"
+# COCO panoptic: the panoptic PNG is not RGB (its colours encode the segment ids); a segment id
+# painted in the PNG is not listed in the image's segments_info.
+MASK_NOT_RGB = "mask_not_rgb"
+SEGMENT_UNKNOWN = "segment_unknown"
 
 REASONS = (
     IMAGE_CORRUPT,
@@ -64,4 +71,7 @@ REASONS = (
     UNKNOWN_CATEGORY,
     ANNOTATION_INVALID,
     DUPLICATE_IMAGE,
+    ANNOTATION_MISSING,
+    MASK_NOT_RGB,
+    SEGMENT_UNKNOWN,
 )

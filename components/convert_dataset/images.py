@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 
 import numpy as np
 from PIL import Image
@@ -34,6 +35,9 @@ class DecodedImage:
     width: int
 
 
+_ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def _looks_truncated(data: bytes, image_format: str | None, message: str) -> bool:
     if "truncated" in message.lower():
         return True
@@ -53,7 +57,9 @@ def _open(data: bytes, path: str, corrupt: str, truncated: str) -> Image.Image:
         image_format = image.format
         image.load()
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files.
-        message = f"{type(e).__name__}: {e}"
+        # PIL names the in-memory file with its address ("<_io.BytesIO object at 0x7f...>"):
+        # drop it so the same bad input gives the same bad_records.jsonl on every run.
+        message = _ADDRESS_RE.sub("", f"{type(e).__name__}: {e}")
         if image_format is not None and _looks_truncated(data, image_format, message):
             raise errors.BadRecordError(truncated, path, f"truncated file ({message})") from e
         raise errors.BadRecordError(corrupt, path, f"cannot decode ({message})") from e

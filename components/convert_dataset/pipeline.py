@@ -12,28 +12,47 @@ input gives byte-identical shards on any runner and any number of workers.
 
 Atomicity: everything is written under `{output_dir}/.tmp-convert-<id>/` and moved into place only
 after the pipeline succeeded; `summary.json` is written last and marks a complete conversion.
+Locally each move is a rename; on gs:// (paths go through `_fs`, i.e. Beam's filesystems) a move
+is a copy then a delete and every object appears whole, but the moves as a group are not atomic:
+only a `summary.json` whose listed shards are all present marks a finished output.
+
+Statistics: workers reduce each record to small counters (`report.record_stats`), each shard's
+statistics file holds their sum, and the launcher adds up the shards for the summary and the
+dataset report (`report.py`); progress goes through files too (`progress.py`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
-import math
 import posixpath
-import re
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from components.convert_dataset import _fs, catalog, errors, examples, shapes, sources
+from components.convert_dataset import (
+    _fs,
+    catalog,
+    errors,
+    examples,
+    report,
+    shapes,
+    sources,
+)
+from components.convert_dataset import progress as progress_lib
+from components.convert_dataset.sharding import (  # noqa: F401 (public names here too)
+    parse_byte_size,
+    shard_name,
+    shards_for_target_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +71,6 @@ _RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
 _STRICT_LIST_LIMIT = 20
 
 
-def shard_name(split: str, shard: int, num_shards: int, compression: str | None) -> str:
-    """Model Garden's shard naming: `train-00000-of-00004.tfrecord` (`.gz` added for gzip)."""
-    suffix = ".tfrecord.gz" if compression == "GZIP" else ".tfrecord"
-    return f"{split}-{shard:05d}-of-{num_shards:05d}{suffix}"
-
-
 def _normalize_compression(compression: str | None) -> str | None:
     if compression is None or str(compression).lower() in ("", "none"):
         return None
@@ -67,10 +80,23 @@ def _normalize_compression(compression: str | None) -> str | None:
 
 
 class _LoadDoFn(beam.DoFn):
-    """Loads one record and encodes it; bad records go to the `bad` output."""
+    """Loads one record and encodes it; bad records go to the `bad` output.
 
-    def __init__(self, source: sources.Source):
+    With a `progress_dir`, each instance also keeps its running counts in a file there.
+    """
+
+    def __init__(self, source: sources.Source, progress_dir: str | None = None):
         self._source = source
+        self._progress_dir = progress_dir
+        self._progress: progress_lib.ProgressWriter | None = None
+
+    def setup(self) -> None:
+        if self._progress_dir:
+            self._progress = progress_lib.ProgressWriter(self._progress_dir)
+
+    def finish_bundle(self) -> None:
+        if self._progress is not None:
+            self._progress.flush()
 
     def process(self, line: str) -> Iterator[Any]:
         item = json.loads(line)
@@ -79,6 +105,8 @@ class _LoadDoFn(beam.DoFn):
             record = self._source.load(ref)
             serialized = examples.serialize(examples.build_example(record.features))
         except errors.BadRecordError as e:
+            if self._progress is not None:
+                self._progress.count(bad=True)
             yield beam.pvalue.TaggedOutput(
                 _BAD_TAG,
                 {
@@ -91,7 +119,10 @@ class _LoadDoFn(beam.DoFn):
             )
             return
         hist = {str(k): v for k, v in record.class_histogram.items()}
-        yield (ref.split, shard), (ref.key, serialized, hist)
+        stats = report.record_stats(record.features, record.class_histogram)
+        if self._progress is not None:
+            self._progress.count()
+        yield (ref.split, shard), (ref.key, serialized, hist, stats)
 
 
 class _WriteShardDoFn(beam.DoFn):
@@ -108,18 +139,26 @@ class _WriteShardDoFn(beam.DoFn):
         records = sorted((v for v in values if v is not None), key=lambda r: r[0])
         name = shard_name(split, shard, self._num_shards[split], self._compression)
         options = tf.io.TFRecordOptions(compression_type=self._compression or "")
-        with tf.io.TFRecordWriter(_fs.join(self._tmp_dir, name), options=options) as writer:
-            for _, serialized, _ in records:
+        # TensorFlow's writer needs a real file (its gs:// support bypasses Beam's filesystems and
+        # so the credentials and emulator settings the pipeline uses): write locally, then move.
+        with (
+            _fs.local_file_for(_fs.join(self._tmp_dir, name)) as local_path,
+            tf.io.TFRecordWriter(local_path, options=options) as writer,
+        ):
+            for _, serialized, _, _ in records:
                 writer.write(serialized)
         histogram: Counter[str] = Counter()
-        for _, _, hist in records:
+        record_stats: dict[str, Any] = {}
+        for _, _, hist, stats in records:
             histogram.update(hist)
+            report.merge(record_stats, stats)
         stats = {
             "split": split,
             "shard": shard,
             "file": name,
-            "records": [[key, examples.sha256_hex(data)] for key, data, _ in records],
+            "records": [[key, examples.sha256_hex(data)] for key, data, _, _ in records],
             "class_histogram": dict(histogram),
+            "report": record_stats,
         }
         _fs.write_text_atomic(
             _fs.join(self._tmp_dir, _STATS_DIR, f"{split}-{shard:05d}.json"),
@@ -148,13 +187,15 @@ def _build(
     tmp_dir: str,
     num_shards: Mapping[str, int],
     compression: str | None,
+    progress_dir: str | None = None,
 ) -> None:
     loaded = (
         p
         # A manifest file rather than beam.Create: Create would embed every reference in the
         # pipeline graph, which remote runners limit in size.
         | "ReadManifest" >> beam.io.ReadFromText(manifest)
-        | "LoadAndEncode" >> beam.ParDo(_LoadDoFn(source)).with_outputs(_BAD_TAG, main="good")
+        | "LoadAndEncode"
+        >> beam.ParDo(_LoadDoFn(source, progress_dir)).with_outputs(_BAD_TAG, main="good")
     )
     placeholders = p | "AllShards" >> beam.Create([(key, None) for key in shard_keys])
     _ = (
@@ -225,46 +266,11 @@ def _remove_previous_outputs(output_dir: str) -> None:
     for relative in (previous.get("annotation_files") or {}).values():
         _fs.remove(_fs.join(output_dir, relative))
     _fs.remove(_fs.join(output_dir, BAD_RECORDS_FILE))
+    for name in {*report.REPORT_FILES, *(previous.get("report") or {}).values()}:
+        _fs.remove(_fs.join(output_dir, name))
     for pattern in ("*-?????-of-?????.tfrecord", "*-?????-of-?????.tfrecord.gz"):
-        for path in sorted(tf.io.gfile.glob(_fs.join(output_dir, pattern))):
+        for path in _fs.glob(output_dir, pattern):
             _fs.remove(path)
-
-
-def shards_for_target_size(refs: Sequence[sources.RecordRef], target_bytes: int) -> int:
-    """How many shards hold `refs` at about `target_bytes` each: ceil(input bytes / target).
-
-    The input bytes are the sizes of every file the references name (read concurrently, since
-    on gs:// each size is a request); a file that cannot be stat'ed counts as empty, its record
-    being reported bad by the workers anyway.
-    """
-    paths = sorted({p for ref in refs for p in ref.paths.values() if p})
-
-    def size(path: str) -> int:
-        try:
-            return int(tf.io.gfile.stat(path).length)
-        except tf.errors.OpError:
-            return 0
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        total = sum(pool.map(size, paths))
-    return max(1, math.ceil(total / int(target_bytes)))
-
-
-def parse_byte_size(text: str) -> int:
-    """'256MB', '1.5GiB', '200k', '1000000' → bytes (K/M/G are powers of 1000, Ki/Mi/Gi of 1024).
-
-    Raises:
-      ValueError: not a positive size.
-    """
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?)b?\s*", str(text).lower())
-    if not match:
-        raise ValueError(f"expected a size such as 256MB, 1GiB or 1000000, got {text!r}")
-    number, prefix, binary = match.groups()
-    base = 1024 if binary else 1000
-    value = float(number) * base ** " kmgt".index(prefix or " ")
-    if value < 1:
-        raise ValueError(f"expected a positive size, got {text!r}")
-    return int(value)
 
 
 def _fingerprint(lines: Iterable[str]) -> str:
@@ -282,12 +288,15 @@ def _summarize(
     bad: Sequence[Mapping[str, str]],
     notes: Mapping[str, Mapping[str, int]],
     histogram_key: str = "class_pixel_histogram",
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The summary, and per split the sum of its shards' record statistics (for the report)."""
     per_split: dict[str, Any] = {}
+    split_stats: dict[str, dict[str, Any]] = {}
     all_lines = []
     for split in splits:
         files, per_shard, lines = [], [], []
         histogram: Counter[str] = Counter()
+        split_stats[split] = {}
         for shard in range(num_shards[split]):
             stats_path = _fs.join(tmp_dir, _STATS_DIR, f"{split}-{shard:05d}.json")
             if not _fs.exists(stats_path):
@@ -297,6 +306,7 @@ def _summarize(
             per_shard.append(len(stats["records"]))
             lines.extend(f"{key}\t{digest}" for key, digest in stats["records"])
             histogram.update(stats["class_histogram"])
+            report.merge(split_stats[split], stats["report"])
         split_bad = [b for b in bad if b["split"] == split]
         per_split[split] = {
             "records": sum(per_shard),
@@ -313,7 +323,7 @@ def _summarize(
         }
         all_lines.extend(f"{split}/{line}" for line in lines)
     counts = set(num_shards.values())
-    return {
+    summary = {
         "version": SUMMARY_VERSION,
         # One figure when every split has the same count; {split: count} otherwise.
         "num_shards": counts.pop() if len(counts) == 1 else dict(num_shards),
@@ -323,6 +333,7 @@ def _summarize(
         "fingerprint": _fingerprint(all_lines),
         "splits": per_split,
     }
+    return summary, split_stats
 
 
 def _write_groundtruth(
@@ -373,14 +384,16 @@ def run(
     mask_dirs: Mapping[str, str] | None = None,
     extra_source_options: Mapping[str, Any] | None = None,
     target_shard_bytes: int | None = None,
+    progress: bool | Callable[[progress_lib.ProgressState], Any] = False,
 ) -> dict[str, Any]:
     """Converts a dataset folder into sharded TFRecords of Model Garden tf.Examples.
 
     Args:
       source_dir: The dataset folder (local or gs://). With `source='shapes'` the shapes dataset is
         generated there first; None generates it in a temporary folder that is deleted afterwards.
-      output_dir: Where `{split}-SSSSS-of-NNNNN.tfrecord[.gz]`, `bad_records.jsonl` and
-        `summary.json` go.
+      output_dir: Where `{split}-SSSSS-of-NNNNN.tfrecord[.gz]`, `bad_records.jsonl`, the dataset
+        report (`report.json`, `report.md`, `examples.png`; see `report.py`) and `summary.json`
+        go.
       splits: Split names to convert.
       num_shards: Shards per split.
       compression: None or 'gzip'.
@@ -418,6 +431,11 @@ def run(
         each split gets ceil(input bytes / target) shards, the input bytes being the sizes of
         the files its records read (the examples hold those files' encoded bytes, so shards
         come out close to the target). Deterministic for a given input.
+      progress: Show the job's progress (records loaded / total, bad so far, rate) while it
+        runs: True for a tqdm bar on stderr when that is a terminal, else a log line every
+        ~10 s; or a callable, given a `progress.ProgressState` about every second and a last
+        one with `final=True` after the job. Counted by the workers, so it works with every
+        runner that can write to `output_dir`.
 
     Returns:
       The summary also written to `summary.json`: per split the records written, bad records by
@@ -431,6 +449,8 @@ def run(
       `annotation_files` {split: path relative to `output_dir`} of the COCO groundtruth JSON
       written beside the TFRecords (contiguous class ids, bad records left out), with
       `annotation_file` the validation split's (the COCO evaluator's `annotation_file`).
+      `report` names the report files ({'json', 'markdown', 'examples'}: file names relative
+      to `output_dir`).
 
     Raises:
       ConversionError: bad options, a missing or malformed source folder, a non-empty output
@@ -488,6 +508,8 @@ def run(
         )
     if source_name == "coco":
         source_options.update(include_masks=bool(include_masks))
+    if source_name == "cityscapes" and task == "detection":
+        source_options.update(include_masks=bool(include_masks))
     if source_name == "coco_panoptic":
         source_options.update(mask_dirs=dict(mask_dirs or {}))
     source_options.update(dict(extra_source_options or {}))
@@ -502,6 +524,7 @@ def run(
                 "task": task,
             },
             source_options, target_shard_bytes,
+            progress_lib.default_display() if progress is True else (progress or None),
         )  # fmt: skip
     finally:
         if generated_dir is not None:
@@ -541,6 +564,7 @@ def _convert(
     extra: Mapping[str, Any],
     source_options: Mapping[str, Any] | None = None,
     target_shard_bytes: int | None = None,
+    on_progress: Callable[[progress_lib.ProgressState], Any] | None = None,
 ) -> dict[str, Any]:
     src = sources.build_source(source_name, source_dir, **dict(source_options or {}))
     refs: list[tuple[int, sources.RecordRef]] = []
@@ -570,14 +594,20 @@ def _convert(
                 for shard, ref in refs
             ),
         )
-        with beam.Pipeline(runner=runner, options=options) as p:
-            _build(p, src, manifest, shard_keys, tmp_dir, shard_counts, compression)
+        progress_dir = _fs.join(tmp_dir, progress_lib.PROGRESS_DIR) if on_progress else None
+        monitor = (
+            progress_lib.ProgressMonitor(progress_dir, len(refs), on_progress)
+            if progress_dir
+            else contextlib.nullcontext()
+        )
+        with monitor, beam.Pipeline(runner=runner, options=options) as p:
+            _build(p, src, manifest, shard_keys, tmp_dir, shard_counts, compression, progress_dir)
         bad_path = _fs.join(tmp_dir, BAD_RECORDS_FILE)
         bad = [json.loads(line) for line in _fs.read_bytes(bad_path).decode().splitlines()]
         if strict and bad:
             raise _strict_error(bad)
         task = extra.get("task")
-        summary = _summarize(
+        summary, split_stats = _summarize(
             tmp_dir, splits, shard_counts, compression, bad, notes,
             "class_pixel_histogram" if task == "segmentation" else "class_histogram",
         )  # fmt: skip
@@ -590,15 +620,23 @@ def _convert(
             groundtruth_files = _write_groundtruth(src, splits, bad, tmp_dir)
             summary["annotation_files"] = groundtruth_files
             summary["annotation_file"] = groundtruth_files.get("validation")
+        elif source_name == "coco_panoptic":
+            summary["coco_category_ids"] = list(src.category_ids)
+        summary["report"] = report.write(tmp_dir, summary, split_stats)
         if overwrite:
             _remove_previous_outputs(output_dir)
-        for split in splits:
-            for name in summary["splits"][split]["shards"]:
-                _fs.rename(_fs.join(tmp_dir, name), _fs.join(output_dir, name))
+        shards = [name for split in splits for name in summary["splits"][split]["shards"]]
+        # One batched move (on gs:// each move is a copy and a delete).
+        _fs.rename_many(
+            [_fs.join(tmp_dir, name) for name in shards],
+            [_fs.join(output_dir, name) for name in shards],
+        )
         for relative in groundtruth_files.values():
             _fs.makedirs(posixpath.dirname(_fs.join(output_dir, relative)))
             _fs.rename(_fs.join(tmp_dir, relative), _fs.join(output_dir, relative))
         _fs.rename(bad_path, _fs.join(output_dir, BAD_RECORDS_FILE))
+        for name in summary["report"].values():
+            _fs.rename(_fs.join(tmp_dir, name), _fs.join(output_dir, name))
         _fs.write_text_atomic(
             _fs.join(output_dir, SUMMARY_FILE), json.dumps(summary, indent=2, sort_keys=True) + "\n"
         )

@@ -12,10 +12,16 @@ so a new layout (COCO, VOC, Cityscapes, ...) is one new class in `SOURCES`.
 
 Sources by task:
   segmentation    'folders': images/<split>/<stem>.png|jpg + masks/<split>/<stem>.png
+                  'cityscapes': leftImg8bit/<split>/<city>/ + gtFine labelIds → 19 trainIds
+                  'voc': VOC year folder, ImageSets/Segmentation/<split>.txt + JPEGImages/ +
+                  SegmentationClass/ palette PNGs (`voc.py`)
   classification  'class_folders': <split>/<class_name>/*.png|jpg (ImageNet style)
                   'shapes_classification': the shapes layout, labelled by dominant shape
   detection       'coco': annotations/instances_<split>.json + images/<split>/ (or explicit
                   paths per split); the shapes generator writes this too (see `coco.py`)
+                  'cityscapes': gtFine instanceIds → the 8 instance classes (`cityscapes.py`)
+                  'voc': VOC year folder, ImageSets/Main/<split>.txt + JPEGImages/ +
+                  Annotations/ XML, the 20 VOC classes (`voc.py`)
 
 `RecordRef`, `Record` and `Source` live in `records.py` and are re-exported here.
 """
@@ -29,7 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from components.convert_dataset import _fs, coco, errors, images, shapes
+from components.convert_dataset import (
+    _fs,
+    cityscapes,
+    coco,
+    coco_panoptic,
+    errors,
+    images,
+    shapes,
+    voc,
+)
 from components.convert_dataset.records import Record, RecordRef, Source, image_features
 from vision_core.dataloaders import tf_example_keys as keys
 
@@ -289,6 +304,9 @@ SOURCES: dict[str, type] = {
     "class_folders": ClassFolderSource,
     "shapes_classification": ShapesClassificationSource,
     "coco": coco.CocoSource,
+    "coco_panoptic": coco_panoptic.CocoPanopticSource,
+    "cityscapes": cityscapes.CityscapesSource,
+    "voc": voc.VocSource,
 }
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The model registry: immutable model versions (SavedModel + config + metrics + lineage,
 sealed by a manifest) and atomically moved aliases, behind one interface chosen by URI.
 
-    registry = open_registry("/data/registry")          # or file:///..., later gs://, vertex://
+    registry = open_registry("/data/registry")          # or file:///..., gs://bucket/prefix
     v = registry.push("seg", "export/saved_model", "config.yaml", metrics, lineage)
     registry.set_alias("seg", "champion", v.version)
     champion = registry.get_version("seg", registry.get_alias("seg", "champion"))

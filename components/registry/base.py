@@ -6,31 +6,31 @@ A registry holds named models; each model has immutable, consecutively numbered 
 exclusive:
 
 * allocating a version number — the local backend renames a sealed staging folder into
-  `versions/{n}` under an `fcntl` lock; a GCS backend would create `versions/{n}/MANIFEST.json`
+  `versions/{n}` under an `fcntl` lock; the GCS backend creates `versions/{n}/MANIFEST.json`
   with the precondition `if_generation_match=0`; Vertex allocates version ids itself;
 * moving an alias — the local backend rewrites `aliases.json` under the same lock and swaps it in
-  with `os.replace`; a GCS backend would write it with `if_generation_match=<generation read>`
-  and retry on a precondition failure.
+  with `os.replace`; the GCS backend writes its alias index with
+  `if_generation_match=<generation read>` and retries on a precondition failure.
 
-Everything else (naming rules, lineage defaults, metric serialisation, reference resolution)
-lives here so that every backend behaves the same to its callers.
+Every alias move is recorded in an alias history ({alias, from, to, at, by, action}), which is
+what `rollback_alias` walks back through. Everything else (naming rules, reference resolution,
+rollback, and in `documents.py` lineage defaults and metric serialisation) is shared so that
+every backend behaves the same to its callers.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import datetime
-import hashlib
-import importlib.metadata
-import json
-import math
+import getpass
 import os
 import re
+import socket
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
+from components.registry.documents import utc_now_iso
 
 DEFAULT_ALIAS = "champion"
 
@@ -49,8 +49,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 _VERSION_REF_RE = re.compile(r"^[vV]?[0-9]+$")
 
-# The lineage keys every version carries, so downstream readers never have to test for presence.
-STANDARD_LINEAGE_KEYS = ("dataset_fingerprint", "config_hash", "code_version", "parent_run")
+# The `action` of an alias history entry: a plain move, a move back, or a removal (`to` = None).
+ALIAS_ACTIONS = ("set", "rollback", "delete")
 
 
 class RegistryError(Exception):
@@ -151,116 +151,58 @@ def validate_version_number(version: Any) -> int:
     return version
 
 
-def utc_now_iso() -> str:
-    """The current UTC time as ISO 8601 with a `Z` suffix, to the microsecond."""
-    now = datetime.datetime.now(datetime.UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _json_default(value: Any) -> Any:
-    # NumPy scalars and arrays (as produced by evaluation code) are converted without importing
-    # NumPy here; anything else is a caller error reported by json itself.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"object of type {type(value).__name__} is not JSON serialisable")
-
-
-def _replace_non_finite(value: Any) -> Any:
-    # Strict JSON has no NaN/Infinity; a per-class IoU of a class absent from the data is NaN,
-    # so non-finite floats are stored as null rather than producing an unreadable file.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _replace_non_finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_replace_non_finite(v) for v in value]
-    return value
-
-
-def to_json_document(data: Mapping[str, Any], what: str) -> str:
-    """Serialises `data` (metrics or lineage) as strict, sorted, indented JSON.
-
-    Args:
-      data: a mapping with string keys; NumPy values are converted, NaN/Inf become null.
-      what: what the mapping is ("metrics", "lineage"), named in errors.
-
-    Raises:
-      TypeError: a key is not a string or a value cannot be represented in JSON.
-    """
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{what}: expected a mapping, got {type(data).__name__}")
-    for key in data:
-        if not isinstance(key, str):
-            raise TypeError(f"{what}: keys must be strings, got {key!r}")
+def current_actor() -> str:
+    """`user@host` of this process, recorded as `by` in the alias history."""
     try:
-        plain = json.loads(json.dumps(dict(data), default=_json_default))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{what}: cannot be stored as JSON: {e}") from e
-    return json.dumps(_replace_non_finite(plain), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        # Containers often run as a numeric uid with no passwd entry.
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
-def config_to_bytes(config: str | os.PathLike | Mapping[str, Any]) -> bytes:
-    """The bytes to store as `config.yaml`: a YAML file's content as is, or a mapping dumped.
-
-    Raises:
-      FileNotFoundError: `config` is a path that does not exist.
-      ValueError: the file is not valid YAML or does not hold a mapping.
-    """
-    if isinstance(config, Mapping):
-        return yaml.safe_dump(dict(config), sort_keys=False).encode("utf-8")
-    if not isinstance(config, str | os.PathLike):
-        raise TypeError(f"config: expected a YAML file path or a mapping, got {type(config)}")
-    path = os.fspath(config)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config: no such file {path!r} (expected the YAML config)")
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        parsed = yaml.safe_load(data)
-    except yaml.YAMLError as e:
-        raise ValueError(f"config {path!r}: not valid YAML: {e}") from e
-    if not isinstance(parsed, dict):
-        raise ValueError(f"config {path!r}: expected a YAML mapping, got {type(parsed).__name__}")
-    # The file's own bytes are kept (comments and key order included) so the stored config is
-    # exactly the one the run used.
-    return data
-
-
-def code_version() -> str:
-    """The installed version of this project, or 'unknown' when running from a bare checkout."""
-    try:
-        return importlib.metadata.version("vision-pipelines")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def build_lineage(
-    lineage: Mapping[str, Any] | None, config_bytes: bytes, created_at: str
+def alias_history_entry(
+    alias: str, previous: int | None, version: int | None, action: str, by: str | None
 ) -> dict[str, Any]:
-    """Completes caller-supplied lineage with `created_at` and the standard keys.
+    """One alias history record; backends append it in the same update that moves the alias.
 
-    `config_hash` defaults to "sha256:<hex of config.yaml>", `code_version` to the installed
-    package version, and the other standard keys to None, so every version has all of them.
-
-    Raises:
-      ValueError: the caller passed `created_at`, which only the registry may set.
+    Keys: id (unique), alias, from, to, at (ISO-8601 UTC), by, action.
     """
-    doc = dict(lineage or {})
-    if "created_at" in doc:
-        raise ValueError(
-            "lineage: key 'created_at' is set by the registry at push time; pass the caller's "
-            "own time under another name (e.g. 'trained_at')"
-        )
-    if doc.get("config_hash") is None:
-        doc["config_hash"] = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
-    if doc.get("code_version") is None:
-        doc["code_version"] = code_version()
-    for key in STANDARD_LINEAGE_KEYS:
-        doc.setdefault(key, None)
-    doc["created_at"] = created_at
-    return doc
+    if action not in ALIAS_ACTIONS:
+        raise ValueError(f"action {action!r}: expected one of {', '.join(ALIAS_ACTIONS)}")
+    return {
+        # Lets a backend recognise its own update when a retried request had already landed.
+        "id": uuid.uuid4().hex,
+        "alias": alias,
+        "from": previous,
+        "to": version,
+        "at": utc_now_iso(),
+        "by": by or current_actor(),
+        "action": action,
+    }
+
+
+def alias_target_stack(history: list[Mapping[str, Any]], alias: str) -> list[int | None]:
+    """The targets `alias` went through, oldest first, with rolled-back moves removed.
+
+    A rollback to a version still on the stack drops everything above it, so rolling back twice
+    goes two promotions back rather than returning to the version that was just rolled back.
+    A deletion pushes None.
+    """
+    stack: list[int | None] = []
+    for entry in history:
+        if entry.get("alias") != alias:
+            continue
+        target = entry.get("to")
+        if stack and stack[-1] == target:
+            continue  # a move to where it already pointed changes nothing
+        below_top = stack[:-1]
+        if entry.get("action") == "rollback" and target in below_top:
+            last = len(below_top) - 1 - below_top[::-1].index(target)
+            del stack[last + 1 :]
+        else:
+            stack.append(target)
+    return stack
 
 
 class ModelRegistry(abc.ABC):
@@ -314,11 +256,15 @@ class ModelRegistry(abc.ABC):
     def aliases(self, model_name: str) -> dict[str, int]:
         """The model's aliases as {alias: version} (empty if it has none)."""
 
-    @abc.abstractmethod
     def set_alias(
-        self, model_name: str, alias: str, version: int, expected: int | None | object = ANY
+        self,
+        model_name: str,
+        alias: str,
+        version: int,
+        expected: int | None | object = ANY,
+        by: str | None = None,
     ) -> int | None:
-        """Points `alias` at an existing complete `version` atomically.
+        """Points `alias` at an existing complete `version` atomically, recording the move.
 
         Args:
           model_name: the model.
@@ -327,6 +273,7 @@ class ModelRegistry(abc.ABC):
           expected: compare-and-swap guard: the version the alias must point at now (None: the
             alias must not exist yet); the default `ANY` moves it unconditionally. Lets a
             pipeline promote only if the champion it compared against is still the champion.
+          by: who moves it, for the alias history (default: `user@host`).
 
         Returns:
           The version the alias pointed at before, or None if it is new.
@@ -335,10 +282,97 @@ class ModelRegistry(abc.ABC):
           VersionNotFoundError: `version` is not a complete version of the model.
           AliasConflictError: the alias does not point at `expected`.
         """
+        validate_alias_name(alias)
+        self.get_version(model_name, validate_version_number(version))  # names what exists
+        return self._move_alias(model_name, alias, version, expected, "set", by)
+
+    def delete_alias(self, model_name: str, alias: str, by: str | None = None) -> int:
+        """Removes `alias` (recorded in the history); returns the version it pointed at.
+
+        Raises:
+          AliasNotFoundError: no such alias; the message lists the aliases that exist.
+        """
+        validate_model_name(model_name)
+        previous = self._move_alias(model_name, alias, None, ANY, "delete", by)
+        assert previous is not None  # _move_alias raises AliasNotFoundError otherwise
+        return previous
+
+    def rollback_alias(
+        self,
+        model_name: str,
+        alias: str = DEFAULT_ALIAS,
+        to: int | None = None,
+        by: str | None = None,
+    ) -> tuple[int, int]:
+        """Moves `alias` back to the version it pointed at before its last move (or to `to`).
+
+        The previous target comes from the alias history; earlier rollbacks are taken into
+        account, so two rollbacks in a row go two promotions back. The move is guarded by the
+        alias's current target, so a concurrent move makes it fail instead of being undone.
+
+        Returns:
+          (the version the alias pointed at, the version it points at now).
+
+        Raises:
+          AliasNotFoundError: the alias does not exist.
+          AliasConflictError: the history has no earlier target (or does not end at the
+            current target), or the alias moved concurrently.
+          VersionNotFoundError: `to` is not a complete version.
+          ValueError: `to` is where the alias points already.
+        """
+        current = self.get_alias(model_name, alias)
+        if to is None:
+            stack = alias_target_stack(self.alias_history(model_name, alias), alias)
+            if not stack or stack[-1] != current:
+                recorded = "no history" if not stack else f"history ending at {stack[-1]}"
+                raise AliasConflictError(
+                    f"model {model_name!r}: alias {alias!r} points at version {current} but "
+                    f"its recorded history has {recorded} (moved concurrently, or by a tool "
+                    "that keeps no history); give the version to roll back to explicitly"
+                )
+            if len(stack) < 2 or stack[-2] is None:
+                raise AliasConflictError(
+                    f"model {model_name!r}: alias {alias!r} has no earlier target to roll back "
+                    f"to (it was created at version {current}); give a version explicitly"
+                )
+            to = stack[-2]
+        to = validate_version_number(to)
+        if to == current:
+            raise ValueError(f"to={to}: alias {alias!r} of {model_name!r} already points there")
+        self.get_version(model_name, to)
+        self._move_alias(model_name, alias, to, current, "rollback", by)
+        return current, to
 
     @abc.abstractmethod
-    def delete_alias(self, model_name: str, alias: str) -> int:
-        """Removes `alias`; returns the version it pointed at."""
+    def _move_alias(
+        self,
+        model_name: str,
+        alias: str,
+        version: int | None,
+        expected: int | None | object,
+        action: str,
+        by: str | None,
+    ) -> int | None:
+        """Atomically checks `expected`, moves (or with `version` None, removes) the alias and
+        appends `alias_history_entry(...)` to the history; returns the previous target.
+
+        `version`, when given, has been checked to be a complete version. Raises
+        AliasConflictError on a failed guard and AliasNotFoundError when removing an alias that
+        does not exist.
+        """
+
+    @abc.abstractmethod
+    def alias_history(self, model_name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded move of the model's aliases (or of one alias), oldest first.
+
+        Each entry is {"alias", "from", "to", "at", "by", "action"}: `from`/`to` are version
+        numbers or None (created / deleted), `at` is ISO-8601 UTC, `action` one of
+        set / rollback / delete.
+        """
+
+    @abc.abstractmethod
+    def get_config(self, model_name: str, version: int) -> str:
+        """The text of the version's `config.yaml` (the experiment config it was trained from)."""
 
     @abc.abstractmethod
     def path(self, model_name: str, version: int) -> str:
@@ -369,12 +403,55 @@ class ModelRegistry(abc.ABC):
         validate_model_name(model_name)
         table = self.aliases(model_name)
         if alias not in table:
-            known = ", ".join(f"{a} -> v{v}" for a, v in sorted(table.items())) or "none"
-            raise AliasNotFoundError(
-                f"model {model_name!r} in registry {self.uri} has no alias {alias!r}; "
-                f"aliases: {known}"
-            )
+            raise self._alias_not_found(model_name, alias, table)
         return table[alias]
+
+    def _not_found(self, model_name: str, version: int) -> RegistryError:
+        """The error for a version that is not complete, naming the versions or models there are."""
+        complete = [v.version for v in self.list_versions(model_name)]
+        if not complete:
+            return ModelNotFoundError(
+                f"registry {self.uri} has no model {model_name!r} (no complete versions); "
+                f"models: {', '.join(self.models()) or 'none'}"
+            )
+        return VersionNotFoundError(
+            f"model {model_name!r} in registry {self.uri} has no complete version {version}; "
+            f"versions: {', '.join(map(str, complete))}"
+        )
+
+    def _alias_not_found(
+        self, model_name: str, alias: str, table: Mapping[str, int]
+    ) -> AliasNotFoundError:
+        known = ", ".join(f"{a} -> v{v}" for a, v in sorted(table.items())) or "none"
+        return AliasNotFoundError(
+            f"model {model_name!r} in registry {self.uri} has no alias {alias!r}; aliases: {known}"
+        )
+
+    def _apply_alias_move(
+        self,
+        table: dict[str, int],
+        model_name: str,
+        alias: str,
+        version: int | None,
+        expected: int | None | object,
+    ) -> int | None:
+        """Checks the guard and applies a move (or removal) to an alias table read under the
+        backend's exclusion; returns the previous target."""
+        previous = table.get(alias)
+        if version is None and previous is None:
+            raise self._alias_not_found(model_name, alias, table)
+        if expected is not ANY and previous != expected:
+            raise AliasConflictError(
+                f"model {model_name!r}: alias {alias!r} points at "
+                f"{'nothing' if previous is None else f'version {previous}'}, expected "
+                f"{'nothing' if expected is None else f'version {expected}'}; not moved "
+                f"to {'nothing' if version is None else f'version {version}'}"
+            )
+        if version is None:
+            del table[alias]
+        else:
+            table[alias] = version
+        return previous
 
     def latest(self, model_name: str) -> ModelVersion:
         """The complete version with the highest number."""

@@ -13,7 +13,6 @@ from components.registry.local import LocalRegistry
 _BACKENDS: dict[str, Callable[[str], ModelRegistry]] = {}
 # Schemes that are part of the design but have no backend yet, with what they will address.
 _PLANNED = {
-    "gs": "a Google Cloud Storage prefix, gs://bucket/path",
     "vertex": "the Vertex AI Model Registry, vertex://project/location",
 }
 
@@ -42,8 +41,16 @@ def _open_local(uri: str) -> ModelRegistry:
     return LocalRegistry(uri)
 
 
+def _open_gcs(uri: str) -> ModelRegistry:
+    # Imported on use so that local registries never load the Cloud Storage client.
+    from components.registry.gcs import GcsRegistry
+
+    return GcsRegistry(uri)
+
+
 register_registry_backend("", _open_local)
 register_registry_backend("file", _open_local)
+register_registry_backend("gs", _open_gcs)
 
 
 def known_schemes() -> list[str]:
@@ -55,11 +62,11 @@ def open_registry(uri: str | os.PathLike) -> ModelRegistry:
     """Opens the registry that `uri` addresses.
 
     Args:
-      uri: a local folder (`/data/registry`, `./registry`, `file:///data/registry`); later
-        `gs://bucket/prefix` and `vertex://project/location`.
+      uri: a local folder (`/data/registry`, `./registry`, `file:///data/registry`) or a
+        Cloud Storage prefix (`gs://bucket/prefix`); later `vertex://project/location`.
 
     Raises:
-      UnsupportedRegistryError: a planned but not yet implemented scheme (gs, vertex).
+      UnsupportedRegistryError: a planned but not yet implemented scheme (vertex).
       ValueError: an empty URI or an unknown scheme.
     """
     uri = os.fspath(uri)

@@ -8,6 +8,7 @@ Layout under the root folder::
                                 lineage.json          provenance + created_at
                                 MANIFEST.json         file list with sizes and sha256, written last
     {root}/{model}/aliases.json                       {"champion": 3, ...}
+    {root}/{model}/alias_history.jsonl                one line per alias move, appended
     {root}/{model}/.staging/<id>/                     pushes in progress (or interrupted)
     {root}/{model}/.staging/<id>.lock                 held by the live push that owns <id>/
     {root}/{model}/.lock                              serialises number allocation and aliases
@@ -36,28 +37,23 @@ from typing import Any
 
 from components.registry import manifest as manifest_lib
 from components.registry.base import (
-    ANY,
-    AliasConflictError,
     ManifestError,
-    ModelNotFoundError,
     ModelRegistry,
     ModelVersion,
     RegistryError,
-    VersionNotFoundError,
-    build_lineage,
-    config_to_bytes,
-    to_json_document,
-    utc_now_iso,
-    validate_alias_name,
+    alias_history_entry,
     validate_model_name,
     validate_version_number,
 )
+from components.registry.documents import prepare_push
 
 logger = logging.getLogger(__name__)
 
 VERSIONS_DIR = "versions"
 STAGING_DIR = ".staging"
 ALIASES_FILE = "aliases.json"
+HISTORY_FILE = "alias_history.jsonl"
+CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
 SAVED_MODEL_DIR = "saved_model"
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
@@ -231,18 +227,6 @@ class LocalRegistry(ModelRegistry):
                 records.append(record)
         return records
 
-    def _not_found(self, model_name: str, version: int) -> RegistryError:
-        complete = [v.version for v in self.list_versions(model_name)]
-        if not complete:
-            return ModelNotFoundError(
-                f"registry {self._root} has no model {model_name!r} (no complete versions); "
-                f"models: {', '.join(self.models()) or 'none'}"
-            )
-        return VersionNotFoundError(
-            f"model {model_name!r} in registry {self._root} has no complete version {version}; "
-            f"versions: {', '.join(map(str, complete))}"
-        )
-
     def get_version(self, model_name: str, version: int) -> ModelVersion:
         validate_version_number(version)
         record = self._record(model_name, version, self.aliases(model_name))
@@ -274,38 +258,61 @@ class LocalRegistry(ModelRegistry):
             raise
         _fsync_dir(model_dir)
 
-    def set_alias(
-        self, model_name: str, alias: str, version: int, expected: int | None | object = ANY
+    def _move_alias(
+        self,
+        model_name: str,
+        alias: str,
+        version: int | None,
+        expected: int | None | object,
+        action: str,
+        by: str | None,
     ) -> int | None:
-        validate_alias_name(alias)
-        self.get_version(model_name, version)  # raises, naming what exists
         with self._model_lock(model_name):
             # Read-modify-write under the lock so concurrent moves of different aliases never
             # drop one another.
             table = self.aliases(model_name)
-            previous = table.get(alias)
-            if expected is not ANY and previous != expected:
-                raise AliasConflictError(
-                    f"model {model_name!r}: alias {alias!r} points at "
-                    f"{'nothing' if previous is None else f'version {previous}'}, expected "
-                    f"{'nothing' if expected is None else f'version {expected}'}; not moved "
-                    f"to version {version}"
-                )
-            table[alias] = version
+            previous = self._apply_alias_move(table, model_name, alias, version, expected)
+            entry = alias_history_entry(alias, previous, version, action, by)
             self._write_aliases(model_name, table)
+            # Appended after the table is replaced, so the history never records a move that did
+            # not happen; a crash in between leaves a move without history, which rollback
+            # detects (the history no longer ends at the current target) and refuses.
+            self._append_history(model_name, entry)
         logger.info(
-            "Model %r: alias %r -> version %d (was %s)", model_name, alias, version, previous
+            "Model %r: alias %r -> %s (was %s, %s)", model_name, alias, version, previous, action
         )
         return previous
 
-    def delete_alias(self, model_name: str, alias: str) -> int:
-        with self._model_lock(model_name):
-            table = self.aliases(model_name)
-            if alias not in table:
-                self.get_alias(model_name, alias)  # raises AliasNotFoundError naming the others
-            previous = table.pop(alias)
-            self._write_aliases(model_name, table)
-        return previous
+    def _append_history(self, model_name: str, entry: Mapping[str, Any]) -> None:
+        """Appends one JSON line to the history file; the caller holds the model lock."""
+        path = os.path.join(self._model_dir(model_name), HISTORY_FILE)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(dict(entry), sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def alias_history(self, model_name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        path = os.path.join(self._model_dir(model_name), HISTORY_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        history = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                # Only a crash mid-append can tear a line; the entries around it still count.
+                logger.warning("%s line %d: not JSON, skipped", path, number)
+                continue
+            if isinstance(entry, dict) and (alias is None or entry.get("alias") == alias):
+                history.append(entry)
+        return history
 
     # ----------------------------------------------------------------------------- push
     def push(
@@ -318,21 +325,9 @@ class LocalRegistry(ModelRegistry):
     ) -> ModelVersion:
         model_dir = self._model_dir(model_name)
         saved_model_dir = os.fspath(saved_model_dir)
-        if not os.path.isdir(saved_model_dir):
-            raise FileNotFoundError(f"saved_model_dir: no such folder {saved_model_dir!r}")
-        if not any(
-            os.path.isfile(os.path.join(saved_model_dir, n))
-            for n in ("saved_model.pb", "saved_model.pbtxt")
-        ):
-            raise ValueError(
-                f"saved_model_dir {saved_model_dir!r}: not a SavedModel (no saved_model.pb); "
-                f"contains {sorted(os.listdir(saved_model_dir))}"
-            )
         # Everything that can fail on bad input is checked before anything is written.
-        config_bytes = config_to_bytes(config)
-        metrics_text = to_json_document(metrics or {}, "metrics")
-        created_at = utc_now_iso()
-        lineage_text = to_json_document(build_lineage(lineage, config_bytes, created_at), "lineage")
+        docs = prepare_push(saved_model_dir, config, metrics, lineage)
+        created_at = docs.created_at
 
         staging_root = os.path.join(model_dir, STAGING_DIR)
         os.makedirs(staging_root, exist_ok=True)
@@ -348,9 +343,9 @@ class LocalRegistry(ModelRegistry):
                     os.path.join(stage_dir, SAVED_MODEL_DIR),
                     copy_function=_copy_file,
                 )
-                _write_file(os.path.join(stage_dir, "config.yaml"), config_bytes)
-                _write_file(os.path.join(stage_dir, "metrics.json"), metrics_text.encode())
-                _write_file(os.path.join(stage_dir, "lineage.json"), lineage_text.encode())
+                _write_file(os.path.join(stage_dir, CONFIG_FILE), docs.config)
+                _write_file(os.path.join(stage_dir, "metrics.json"), docs.metrics)
+                _write_file(os.path.join(stage_dir, "lineage.json"), docs.lineage)
                 # Hashing the staged copy (not the source) vouches for what was actually stored.
                 manifest = manifest_lib.build_manifest(stage_dir, created_at, fsync=True)
                 manifest_lib.write_manifest(stage_dir, manifest)
@@ -391,6 +386,10 @@ class LocalRegistry(ModelRegistry):
     def path(self, model_name: str, version: int) -> str:
         return os.path.join(self.get_version(model_name, version).uri, SAVED_MODEL_DIR)
 
+    def get_config(self, model_name: str, version: int) -> str:
+        with open(os.path.join(self.get_version(model_name, version).uri, CONFIG_FILE), "rb") as f:
+            return f.read().decode("utf-8")
+
     def verify(self, model_name: str, version: int) -> None:
         vdir = self.version_dir(model_name, version)
         manifest = manifest_lib.read_manifest(vdir)
@@ -406,35 +405,19 @@ class LocalRegistry(ModelRegistry):
 
     def download(self, model_name: str, version: int, destination: str) -> str:
         source = self.path(model_name, version)
-        destination = os.path.abspath(os.fspath(destination))
-        if os.path.exists(destination) and (
-            not os.path.isdir(destination) or os.listdir(destination)
-        ):
-            raise FileExistsError(
-                f"download destination {destination!r} exists and is not an empty folder"
-            )
-        parent = os.path.dirname(destination)
-        os.makedirs(parent, exist_ok=True)
-        partial = os.path.join(parent, f".{os.path.basename(destination)}.{uuid.uuid4().hex}")
-        try:
-            shutil.copytree(source, partial, copy_function=_copy_file)
-            manifest = manifest_lib.read_manifest(self.version_dir(model_name, version))
-            problems = manifest_lib.check_files(partial, manifest, prefix=SAVED_MODEL_DIR + "/")
-            if problems:
-                raise ManifestError(
-                    f"model {model_name!r} version {version}: the copy in {destination!r} does "
-                    "not match the manifest: " + "; ".join(problems),
-                    problems,
-                )
-            for dirpath, _, filenames in os.walk(partial):
+        manifest = manifest_lib.read_manifest(self.version_dir(model_name, version))
+
+        def fill(folder: str) -> None:
+            shutil.copytree(source, folder, copy_function=_copy_file)
+            for dirpath, _, filenames in os.walk(folder):
                 for name in filenames:
                     # The copy is the caller's to modify; the registry's files are read-only.
                     os.chmod(os.path.join(dirpath, name), 0o644)
-            os.rename(partial, destination)  # replaces an empty folder atomically
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        return destination
+
+        what = f"model {model_name!r} version {version}"
+        return manifest_lib.install_checked_copy(
+            destination, manifest, SAVED_MODEL_DIR + "/", fill, what
+        )
 
     # ----------------------------------------------------------------------------- gc
     def gc(self, model_name: str | None = None) -> list[str]:

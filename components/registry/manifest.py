@@ -18,6 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from components.registry.base import ManifestError
@@ -74,6 +77,26 @@ def write_manifest(root: str, manifest: dict[str, Any]) -> str:
     return path
 
 
+def parse_manifest(data: bytes | str, where: str) -> dict[str, Any]:
+    """Parses and checks a manifest document; `where` (a path or URI) is named in errors.
+
+    Raises:
+      ManifestError: not JSON, or not an object with a 'files' list of {path, size, sha256}.
+    """
+    try:
+        manifest = json.loads(data)
+    except ValueError as e:
+        raise ManifestError(f"{where}: unreadable manifest: {e}") from e
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, list) or not all(
+        isinstance(e, dict) and {"path", "size", "sha256"} <= e.keys() for e in files
+    ):
+        raise ManifestError(
+            f"{where}: expected an object with a 'files' list of {{path, size, sha256}} entries"
+        )
+    return manifest
+
+
 def read_manifest(root: str) -> dict[str, Any] | None:
     """The manifest of the version folder `root`, or None if it has none (an incomplete version).
 
@@ -82,20 +105,35 @@ def read_manifest(root: str) -> dict[str, Any] | None:
     """
     path = os.path.join(root, MANIFEST_NAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except OSError as e:
         raise ManifestError(f"{path}: unreadable manifest: {e}") from e
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, list) or not all(
-        isinstance(e, dict) and {"path", "size", "sha256"} <= e.keys() for e in files
-    ):
-        raise ManifestError(
-            f"{path}: expected an object with a 'files' list of {{path, size, sha256}} entries"
-        )
-    return manifest
+    return parse_manifest(data, path)
+
+
+def missing_problem(path: str) -> str:
+    """The problem line for a manifest entry with no file."""
+    return f"{path}: missing"
+
+
+def unlisted_problem(path: str) -> str:
+    """The problem line for a file the manifest does not list."""
+    return f"{path}: not listed in the manifest"
+
+
+def entry_problem(path: str, entry: dict[str, Any], size: int, sha256: str | None) -> str | None:
+    """The problem line for a file whose size or digest differs from its entry, else None.
+
+    `sha256` None checks the size only (used before paying for a digest).
+    """
+    if size != entry["size"]:
+        return f"{path}: size {size} bytes, manifest says {entry['size']}"
+    if sha256 is not None and sha256 != entry["sha256"]:
+        return f"{path}: sha256 {sha256[:12]}..., manifest says {entry['sha256'][:12]}..."
+    return None
 
 
 def check_files(root: str, manifest: dict[str, Any], prefix: str = "") -> list[str]:
@@ -119,18 +157,58 @@ def check_files(root: str, manifest: dict[str, Any], prefix: str = "") -> list[s
         full = os.path.join(root, *rel.split("/"))
         shown = prefix + rel
         if not os.path.isfile(full):
-            problems.append(f"{shown}: missing")
+            problems.append(missing_problem(shown))
             continue
-        size = os.path.getsize(full)
-        if size != entry["size"]:
-            problems.append(f"{shown}: size {size} bytes, manifest says {entry['size']}")
-            continue
-        digest, _ = sha256_file(full)
-        if digest != entry["sha256"]:
-            problems.append(
-                f"{shown}: sha256 {digest[:12]}..., manifest says {entry['sha256'][:12]}..."
-            )
+        problem = entry_problem(shown, entry, os.path.getsize(full), None)
+        if problem is None:
+            problem = entry_problem(shown, entry, entry["size"], sha256_file(full)[0])
+        if problem is not None:
+            problems.append(problem)
     for rel in _relative_files(root):
         if rel not in expected:
-            problems.append(f"{prefix + rel}: not listed in the manifest")
+            problems.append(unlisted_problem(prefix + rel))
     return problems
+
+
+def install_checked_copy(
+    destination: str,
+    manifest: dict[str, Any],
+    prefix: str,
+    fill: Callable[[str], None],
+    what: str,
+) -> str:
+    """Creates `destination` holding exactly the manifest's files under `prefix`, or nothing.
+
+    `fill(folder)` creates the hidden sibling `folder` and writes the files into it; the copy is
+    checked against the manifest and renamed into place, so a failed or corrupt download never
+    leaves a folder that looks complete.
+
+    Returns:
+      `destination` as an absolute path.
+
+    Raises:
+      FileExistsError: `destination` exists and is not an empty folder.
+      ManifestError: the copy does not match the manifest (`what` names the version).
+    """
+    destination = os.path.abspath(os.fspath(destination))
+    if os.path.exists(destination) and (not os.path.isdir(destination) or os.listdir(destination)):
+        raise FileExistsError(
+            f"download destination {destination!r} exists and is not an empty folder"
+        )
+    parent = os.path.dirname(destination)
+    os.makedirs(parent, exist_ok=True)
+    partial = os.path.join(parent, f".{os.path.basename(destination)}.{uuid.uuid4().hex}")
+    try:
+        fill(partial)
+        problems = check_files(partial, manifest, prefix=prefix)
+        if problems:
+            raise ManifestError(
+                f"{what}: the copy in {destination!r} does not match the manifest: "
+                + "; ".join(problems),
+                problems,
+            )
+        os.rename(partial, destination)  # replaces an empty folder atomically
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return destination

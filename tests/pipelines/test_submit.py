@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from fake_kfp_server import FakeKfp  # noqa: E402
 
 from pipelines.cli import main as cli_main
-from pipelines.config import PROJECT_ROOT
-from pipelines.submit import kfp_cron
+from pipelines.config import PROJECT_ROOT, load_pipeline_config
+from pipelines.submit import cluster_warnings, kfp_cron
 
 SEGMENTATION = f"{PROJECT_ROOT}/configs/pipelines/shapes_segmentation.yaml"
 
@@ -114,3 +114,28 @@ def test_unreachable_host_and_bad_cron_fail_clearly(capsys):
     assert cli_main(["schedule", SEGMENTATION, "--kfp-host", "http://x", "--cron", "3 * *"]) == 2
     assert "--cron: expected 5 fields" in capsys.readouterr().err
     assert kfp_cron("*/15 * * * *") == "0 */15 * * * *"
+
+
+def test_local_paths_a_cluster_cannot_see_are_warned_about(kfp_server, capsys):
+    fake, host = kfp_server
+    assert cli_main(["submit", SEGMENTATION, "--kfp-host", host]) == 0
+    err = capsys.readouterr().err
+    assert "warning: registry.uri" in err and "container filesystem" in err
+    remote = ["--set", "registry.uri=gs://bucket/registry"]
+    assert cli_main(["submit", SEGMENTATION, "--kfp-host", host, *remote]) == 0
+    assert "warning: registry.uri" not in capsys.readouterr().err
+    config = load_pipeline_config(
+        SEGMENTATION, {"dataset": {"source": "folders", "source_dir": "/data/images"}}
+    )
+    (registry, source) = cluster_warnings(config)
+    assert "registry.uri" in registry and "dataset.source_dir '/data/images'" in source
+
+
+def test_schedule_no_cache_turns_caching_off(kfp_server, capsys):
+    fake, host = kfp_server
+    args = ["schedule", SEGMENTATION, "--kfp-host", host, "--cron", "0 3 * * 1", "--no-cache"]
+    assert cli_main(args) == 0, capsys.readouterr().err
+    (created,) = _calls(fake, "POST", "/apis/v2beta1/recurringruns")
+    tasks = created["body"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    # Compiled without caching: no step carries enableCache (the default, off).
+    assert not [n for n, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")]

@@ -29,6 +29,10 @@ OBJECT_CLASS_TEXT = "image/object/class/text"
 OBJECT_AREA = "image/object/area"
 OBJECT_IS_CROWD = "image/object/is_crowd"
 OBJECT_MASK = "image/object/mask"
+# Pascal VOC's per-object 0/1 flags, spelled as the TensorFlow Object Detection API's VOC
+# converter writes them (Model Garden's decoders ignore them).
+OBJECT_DIFFICULT = "image/object/difficult"
+OBJECT_TRUNCATED = "image/object/truncated"
 # Per-object integer attributes: `image/object/attribute/<name>` (RetinaNet attribute heads).
 OBJECT_ATTRIBUTE_PREFIX = "image/object/attribute/"
 

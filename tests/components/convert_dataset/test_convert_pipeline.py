@@ -68,7 +68,8 @@ def test_shard_names_and_counts(converted):
     out, summary = converted
     expected = [f"{s}-{i:05d}-of-00004.tfrecord" for s in ("train", "validation") for i in range(4)]
     assert _tfrecords(out) == sorted(expected)
-    assert sorted(os.listdir(out)) == sorted([*expected, "bad_records.jsonl", "summary.json"])
+    others = ["bad_records.jsonl", "summary.json", "report.json", "report.md", "examples.png"]
+    assert sorted(os.listdir(out)) == sorted([*expected, *others])
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["records"] == NUM_TRAIN + NUM_VALIDATION
     assert summary["bad_records"] == 0
@@ -134,7 +135,7 @@ def test_summary_histogram_and_fingerprint_match_the_data(converted, source):
 
 def _assert_same_outputs(a, b):
     assert _tfrecords(a) == _tfrecords(b)
-    for name in [*_tfrecords(a), "bad_records.jsonl"]:
+    for name in [*_tfrecords(a), "bad_records.jsonl", "report.json", "examples.png"]:
         assert _bytes(a / name) == _bytes(b / name), name
 
 
@@ -153,13 +154,18 @@ def test_second_run_is_byte_identical(converted, source, tmp_path):
 @pytest.mark.slow
 def test_multi_processing_gives_the_same_bytes(converted, source, tmp_path):
     out, _ = converted
+    states = []
     pipeline.run(
         str(source),
         str(tmp_path / "mp"),
         direct_running_mode="multi_processing",
         direct_num_workers=2,
+        progress=states.append,
     )
     _assert_same_outputs(out, tmp_path / "mp")
+    # Workers in other processes count the progress too.
+    final = states[-1]
+    assert final.final and (final.done, final.bad) == (NUM_TRAIN + NUM_VALIDATION, 0)
 
 
 def _png(array):

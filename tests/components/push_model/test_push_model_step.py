@@ -68,6 +68,6 @@ def test_a_bad_alias_is_refused_before_anything_is_pushed(inputs, tmp_path):
 
 
 def test_unimplemented_backends_say_so(inputs):
-    inputs["registry_uri"] = "gs://bucket/registry"
-    with pytest.raises(NotImplementedError, match="gs:// backend"):
+    inputs["registry_uri"] = "vertex://project/us-central1"
+    with pytest.raises(NotImplementedError, match="vertex:// backend"):
         run(metrics={"mean_iou": 0.7}, **inputs)

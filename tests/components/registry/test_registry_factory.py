@@ -12,7 +12,8 @@ from components.registry import (
     open_registry,
     register_registry_backend,
 )
-from components.registry.base import to_json_document, validate_model_name
+from components.registry.base import validate_model_name
+from components.registry.documents import to_json_document
 
 
 def test_plain_paths_and_file_uris_open_the_local_backend(tmp_path):
@@ -22,21 +23,32 @@ def test_plain_paths_and_file_uris_open_the_local_backend(tmp_path):
         assert isinstance(registry, LocalRegistry) and registry.root == expected
     relative = open_registry("some/relative")
     assert relative.root == os.path.abspath("some/relative")
-    assert known_schemes() == ["", "file"]
+    assert known_schemes() == ["", "file", "gs"]
 
 
-@pytest.mark.parametrize("uri, scheme", [("gs://b/reg", "gs"), ("vertex://proj/us", "vertex")])
+def test_gs_uris_open_the_gcs_backend_without_touching_the_network():
+    from components.registry.gcs import GcsRegistry
+
+    for uri in ("gs://bucket/some/prefix", "gs://bucket/some/prefix/"):
+        registry = open_registry(uri)
+        assert isinstance(registry, GcsRegistry) and registry.uri == "gs://bucket/some/prefix"
+    assert open_registry("gs://bucket").uri == "gs://bucket"
+    with pytest.raises(ValueError, match="expected gs://bucket"):
+        open_registry("gs:///no-bucket")
+
+
+@pytest.mark.parametrize("uri, scheme", [("vertex://proj/us", "vertex")])
 def test_planned_backends_raise_not_implemented_naming_the_scheme(uri, scheme):
     with pytest.raises(UnsupportedRegistryError) as excinfo:
         open_registry(uri)
     assert isinstance(excinfo.value, NotImplementedError)
     message = str(excinfo.value)
     assert f"the {scheme}:// backend" in message
-    assert "implemented: a plain path, file://" in message
+    assert "implemented: a plain path, file://, gs://" in message
 
 
 def test_unknown_schemes_and_bad_file_uris_are_errors():
-    with pytest.raises(ValueError, match=r"unknown scheme 's3'.*planned: gs://, vertex://"):
+    with pytest.raises(ValueError, match=r"unknown scheme 's3'.*gs://; planned: vertex://"):
         open_registry("s3://bucket/x")
     with pytest.raises(ValueError, match="got host 'server'"):
         open_registry("file://server/share")

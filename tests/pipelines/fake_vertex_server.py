@@ -1,0 +1,269 @@
+"""A loopback HTTP server speaking the Vertex AI REST (v1) calls vision-pipelines makes through
+`google-cloud-aiplatform`, recording every request, so Vertex submission and scheduling are
+tested up to the wire without a Google Cloud project.
+
+Point the SDK at it with `aiplatform.init(api_endpoint=fake.endpoint, api_transport="rest",
+credentials=AnonymousCredentials())`: the REST transport keeps an explicit `http://` scheme.
+
+Covered (all under /v1/projects/{project}/locations/{location}/):
+  * pipelineJobs: create, get (the run's metadata context appears once the job exists, as on
+    Vertex, which experiment association waits for);
+  * schedules: create, get, list, :pause, :resume, delete (a finished long-running operation);
+  * metadataStores/default and its contexts: get, create, :addContextChildren (Vertex
+    Experiments).
+Anything else is a 404 naming the call, so a new SDK request shows up as a failing test.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import re
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_EMPTY = "type.googleapis.com/google.protobuf.Empty"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _error(code: int, status: str, message: str) -> tuple[int, dict]:
+    return code, {"error": {"code": code, "message": message, "status": status}}
+
+
+def _not_found(what: str) -> tuple[int, dict]:
+    return _error(404, "NOT_FOUND", f"{what} not found")
+
+
+class FakeVertex:
+    """The fake service's state plus the request log.
+
+    Attributes:
+      requests: every request in order: {'method', 'path', 'query' (dict of lists), 'body'}.
+      pipeline_jobs / schedules / contexts: resources by id, as Vertex returns them.
+      context_children: context id -> the child context names added to it.
+    """
+
+    def __init__(self, project: str = "test-project", location: str = "us-central1") -> None:
+        self.project = project
+        self.location = location
+        self.requests: list[dict[str, Any]] = []
+        self.pipeline_jobs: dict[str, dict] = {}
+        self.schedules: dict[str, dict] = {}
+        self.contexts: dict[str, dict] = {}
+        self.context_children: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}"
+
+    @property
+    def endpoint(self) -> str:
+        """The `api_endpoint` to give the SDK (with the scheme, so REST speaks plain HTTP)."""
+        assert self._server, "start() the server first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def calls(self, method: str, suffix: str) -> list[dict[str, Any]]:
+        """Recorded requests of `method` whose path ends with `suffix` (after the location)."""
+        prefix = f"/v1/{self.parent}/"
+        return [
+            r
+            for r in self.requests
+            if r["method"] == method and r["path"].startswith(prefix) and r["path"].endswith(suffix)
+        ]
+
+    def _next_id(self) -> str:
+        self._counter += 1
+        return str(1000 + self._counter)
+
+    def _operation(self, response: dict) -> dict:
+        return {
+            "name": f"{self.parent}/operations/{self._next_id()}",
+            "done": True,
+            "response": response,
+        }
+
+    # --- the API -------------------------------------------------------------------------
+    def handle(self, method: str, path: str, query: dict, body: Any) -> tuple[int, dict]:
+        match = re.fullmatch(r"/v1/projects/([^/]+)/locations/([^/]+)/(.+)", path)
+        if not match:
+            return _error(404, "NOT_FOUND", f"{method} {path} is not part of the fake API")
+        project, location, rest = match.groups()
+        if (project, location) != (self.project, self.location):
+            return _error(
+                403, "PERMISSION_DENIED", f"permission denied on projects/{project}/{location}"
+            )
+        with self._lock:
+            for pattern, handler in self._routes():
+                route = re.fullmatch(pattern, f"{method} {rest}")
+                if route:
+                    return handler(query, body or {}, *route.groups())
+        return _error(404, "NOT_FOUND", f"{method} {path} is not part of the fake API")
+
+    def _routes(self) -> list:
+        contexts = "metadataStores/default/contexts"
+        return [
+            (r"POST pipelineJobs", self._create_job),
+            (r"GET pipelineJobs/([^/:]+)", self._get_job),
+            (r"POST schedules", self._create_schedule),
+            (r"GET schedules", self._list_schedules),
+            (r"GET schedules/([^/:]+)", self._get_schedule),
+            (r"POST schedules/([^/:]+):(pause|resume)", self._pause_resume),
+            (r"DELETE schedules/([^/:]+)", self._delete_schedule),
+            (r"GET metadataStores/default", self._get_store),
+            (rf"GET {contexts}/([^/:]+)", self._get_context),
+            (rf"POST {contexts}", self._create_context),
+            (rf"POST {contexts}/([^/:]+):addContextChildren", self._add_children),
+        ]  # fmt: skip
+
+    # pipeline jobs
+    def _create_job(self, query: dict, body: dict) -> tuple[int, dict]:
+        job_id = query.get("pipelineJobId", [self._next_id()])[0]
+        if job_id in self.pipeline_jobs:
+            return _error(409, "ALREADY_EXISTS", f"pipeline job {job_id} already exists")
+        job = copy.deepcopy(body)
+        job.update(
+            name=f"{self.parent}/pipelineJobs/{job_id}",
+            state="PIPELINE_STATE_PENDING",
+            createTime=_now(),
+        )
+        self.pipeline_jobs[job_id] = job
+        return 200, job
+
+    def _get_job(self, query: dict, body: dict, job_id: str) -> tuple[int, dict]:
+        job = self.pipeline_jobs.get(job_id)
+        if job is None:
+            return _not_found(f"pipeline job {job_id}")
+        if "jobDetail" not in job:
+            # Vertex creates the run's metadata context shortly after accepting the job.
+            context = self._new_context(job_id, "system.PipelineRun", job.get("displayName", ""))
+            job["jobDetail"] = {"pipelineRunContext": context}
+        return 200, job
+
+    # schedules
+    def _create_schedule(self, query: dict, body: dict) -> tuple[int, dict]:
+        schedule_id = self._next_id()
+        schedule = copy.deepcopy(body)
+        schedule.update(
+            name=f"{self.parent}/schedules/{schedule_id}",
+            state="ACTIVE",
+            createTime=_now(),
+            startedRunCount="0",
+        )
+        self.schedules[schedule_id] = schedule
+        return 200, schedule
+
+    def _list_schedules(self, query: dict, body: dict) -> tuple[int, dict]:
+        return 200, {"schedules": list(self.schedules.values())}
+
+    def _get_schedule(self, query: dict, body: dict, schedule_id: str) -> tuple[int, dict]:
+        if schedule_id not in self.schedules:
+            return _not_found(f"schedule {schedule_id}")
+        return 200, self.schedules[schedule_id]
+
+    def _pause_resume(self, query: dict, body: dict, schedule_id: str, verb: str):
+        schedule = self.schedules.get(schedule_id)
+        if schedule is None:
+            return _not_found(f"schedule {schedule_id}")
+        wanted_from = "ACTIVE" if verb == "pause" else "PAUSED"
+        if schedule["state"] != wanted_from:
+            return _error(
+                400,
+                "FAILED_PRECONDITION",
+                f"schedule {schedule_id} is {schedule['state']}, cannot {verb}",
+            )
+        schedule["state"] = "PAUSED" if verb == "pause" else "ACTIVE"
+        schedule["catchUp"] = bool(body.get("catchUp")) if verb == "resume" else False
+        return 200, {}
+
+    def _delete_schedule(self, query: dict, body: dict, schedule_id: str):
+        if self.schedules.pop(schedule_id, None) is None:
+            return _not_found(f"schedule {schedule_id}")
+        return 200, self._operation({"@type": _EMPTY})
+
+    # metadata (Vertex Experiments)
+    def _get_store(self, query: dict, body: dict) -> tuple[int, dict]:
+        return 200, {"name": f"{self.parent}/metadataStores/default", "createTime": _now()}
+
+    def _new_context(self, context_id: str, schema: str, display_name: str) -> dict:
+        context = {
+            "name": f"{self.parent}/metadataStores/default/contexts/{context_id}",
+            "displayName": display_name or context_id,
+            "schemaTitle": schema,
+            "schemaVersion": "0.0.1",
+            "metadata": {},
+            "createTime": _now(),
+        }
+        self.contexts[context_id] = context
+        return context
+
+    def _get_context(self, query: dict, body: dict, context_id: str) -> tuple[int, dict]:
+        if context_id not in self.contexts:
+            return _not_found(f"context {context_id}")
+        return 200, self.contexts[context_id]
+
+    def _create_context(self, query: dict, body: dict) -> tuple[int, dict]:
+        context_id = query.get("contextId", [self._next_id()])[0]
+        if context_id in self.contexts:
+            return _error(409, "ALREADY_EXISTS", f"context {context_id} already exists")
+        context = self._new_context(
+            context_id, body.get("schemaTitle", ""), body.get("displayName", "")
+        )
+        context.update({k: v for k, v in body.items() if k not in context or k == "metadata"})
+        return 200, context
+
+    def _add_children(self, query: dict, body: dict, context_id: str) -> tuple[int, dict]:
+        if context_id not in self.contexts:
+            return _not_found(f"context {context_id}")
+        children = self.context_children.setdefault(context_id, [])
+        for child in body.get("childContexts", []):
+            if child.rsplit("/", 1)[-1] not in self.contexts:
+                return _not_found(f"context {child}")
+            children.append(child)
+        return 200, {}
+
+    # --- the server ----------------------------------------------------------------------
+    def start(self) -> str:
+        """Starts serving on a free loopback port; returns `endpoint`."""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                path, _, raw_query = self.path.partition("?")
+                query = urllib.parse.parse_qs(raw_query)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                path = urllib.parse.unquote(path)
+                fake.requests.append(
+                    {"method": self.command, "path": path, "query": query, "body": body}
+                )
+                status, payload = fake.handle(self.command, path, query, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = do_PATCH = _serve  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
