@@ -133,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
         "--splits",
         default=None,
         help="comma-separated split names (default train,validation; train,val for voc and "
-        "cityscapes; for coco with --annotations, the splits those name)",
+        "cityscapes; for coco with --annotations, the splits those name); OUT=SOURCE writes "
+        "the source's split under another name, e.g. train,validation=val",
     )
     parser.add_argument("--num-shards", type=int, default=4)
     parser.add_argument(
@@ -230,14 +231,29 @@ def _split_from_annotation_file(path: str) -> str:
     return stem
 
 
+def _split_names(text: str | None) -> dict[str, str]:
+    """--splits 'train,validation=val' → {output split: source split}."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        name, sep, source = (part.strip() for part in item.partition("="))
+        if not name:
+            continue
+        if sep and not source:
+            raise errors.ConversionError(f"--splits: {item!r} names no source split after '='")
+        if name in out:
+            raise errors.ConversionError(f"--splits: split {name!r} is given twice")
+        out[name] = source or name
+    return out
+
+
 def _coco_paths(
     args: argparse.Namespace,
 ) -> tuple[list[str], dict[str, str], dict[str, str]]:
-    """Splits, {split: annotation file} and {split: image folder} from --splits,
-    --annotations and --images."""
+    """The source's splits, {split: annotation file} and {split: image folder} from --splits,
+    --annotations and --images (paths are keyed by the source's split names)."""
     annotations = _parse_split_paths(args.annotations, "--annotations")
     image_dirs = _parse_split_paths(args.images, "--images")
-    splits = [s.strip() for s in (args.splits or "").split(",") if s.strip()]
+    splits = list(_split_names(args.splits).values())
     if not splits:
         named = [s for s in annotations if s is not None]
         if None in annotations:
@@ -335,10 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise errors.ConversionError(f"--target-shard-size: {e}") from e
         splits, annotation_files, image_dirs = _coco_paths(args)
         mask_dirs = _per_split(_parse_split_paths(args.masks, "--masks"), splits, "--masks")
+        renamed = _split_names(args.splits)
         summary = pipeline.run(
             source_dir=args.source_dir,
             output_dir=args.output,
-            splits=splits,
+            # OUT=SOURCE entries write a source split under another name.
+            splits=renamed if any(k != v for k, v in renamed.items()) else splits,
             num_shards=args.num_shards,
             compression=None if args.compression == "none" else args.compression,
             strict=args.strict,

@@ -101,6 +101,8 @@ class _LoadDoFn(beam.DoFn):
     def process(self, line: str) -> Iterator[Any]:
         item = json.loads(line)
         shard, ref = item["shard"], sources.RecordRef.from_json(item["ref"])
+        # The output split: the source's split renamed (VOC's 'val' written as 'validation').
+        split = item.get("split", ref.split)
         try:
             record = self._source.load(ref)
             serialized = examples.serialize(examples.build_example(record.features))
@@ -110,7 +112,7 @@ class _LoadDoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 _BAD_TAG,
                 {
-                    "split": ref.split,
+                    "split": split,
                     "record_id": ref.key,
                     "path": e.path,
                     "reason": e.reason,
@@ -122,7 +124,7 @@ class _LoadDoFn(beam.DoFn):
         stats = report.record_stats(record.features, record.class_histogram)
         if self._progress is not None:
             self._progress.count()
-        yield (ref.split, shard), (ref.key, serialized, hist, stats)
+        yield (split, shard), (ref.key, serialized, hist, stats)
 
 
 class _WriteShardDoFn(beam.DoFn):
@@ -337,17 +339,20 @@ def _summarize(
 
 
 def _write_groundtruth(
-    src: Any, splits: Sequence[str], bad: Sequence[Mapping[str, str]], tmp_dir: str
+    src: Any, split_map: Mapping[str, str], bad: Sequence[Mapping[str, str]], tmp_dir: str
 ) -> dict[str, str]:
     """Writes each split's COCO groundtruth (what its good records hold) under `tmp_dir`.
 
+    Args:
+      split_map: {output split: the source's split}.
+
     Returns:
-      {split: path relative to the output folder}.
+      {output split: path relative to the output folder}.
     """
     written = {}
-    for split in splits:
+    for split, source_split in split_map.items():
         bad_keys = {b["record_id"] for b in bad if b["split"] == split}
-        dataset = src.groundtruth_dataset(split, exclude=bad_keys)
+        dataset = src.groundtruth_dataset(source_split, exclude=bad_keys)
         relative = posixpath.join("annotations", f"instances_{split}.json")
         _fs.write_text_atomic(_fs.join(tmp_dir, relative), json.dumps(dataset) + "\n")
         written[split] = relative
@@ -366,7 +371,7 @@ def _strict_error(bad: Sequence[Mapping[str, str]]) -> errors.ConversionError:
 def run(
     source_dir: str | None,
     output_dir: str,
-    splits: Sequence[str] = ("train", "validation"),
+    splits: Sequence[str] | Mapping[str, str] = ("train", "validation"),
     num_shards: int = 4,
     compression: str | None = None,
     strict: bool = False,
@@ -394,7 +399,9 @@ def run(
       output_dir: Where `{split}-SSSSS-of-NNNNN.tfrecord[.gz]`, `bad_records.jsonl`, the dataset
         report (`report.json`, `report.md`, `examples.png`; see `report.py`) and `summary.json`
         go.
-      splits: Split names to convert.
+      splits: Split names to convert, or {output split: source split} to write a source's
+        split under another name (e.g. {'train': 'train', 'validation': 'val'} for VOC, so the
+        train and evaluate steps find `validation-*` shards).
       num_shards: Shards per split.
       compression: None or 'gzip'.
       strict: Fail (writing nothing) if any record is bad, instead of skipping and reporting it.
@@ -468,12 +475,8 @@ def run(
             f"source {source!r} converts for task {' or '.join(map(repr, SOURCE_TASKS[source]))}"
             f", not {task!r}{hint}"
         )
-    splits = list(splits)
-    if not splits or len(set(splits)) != len(splits):
-        raise errors.ConversionError(f"splits must be distinct names, got {splits}")
-    for split in splits:
-        if not split or "/" in split or split.startswith("."):
-            raise errors.ConversionError(f"invalid split name {split!r}")
+    split_map = _split_map(splits)
+    splits = list(split_map)
     if int(num_shards) < 1:
         raise errors.ConversionError(f"num_shards must be >= 1, got {num_shards}")
     if target_shard_bytes is not None and int(target_shard_bytes) < 1:
@@ -500,7 +503,7 @@ def run(
             raise errors.ConversionError(f"cannot generate the shapes dataset: {e}") from e
     elif source_dir is None and source != "coco":
         raise errors.ConversionError(f"source {source!r} needs a source_dir")
-    source_name, source_options = _source_for(source, task, splits, class_names)
+    source_name, source_options = _source_for(source, task, list(split_map.values()), class_names)
     if source_name in ("coco", "coco_panoptic"):
         source_options.update(
             annotation_files=dict(annotation_files or {}),
@@ -515,7 +518,7 @@ def run(
     source_options.update(dict(extra_source_options or {}))
     try:
         return _convert(
-            source_name, source_dir, output_dir, splits, num_shards, compression, strict,
+            source_name, source_dir, output_dir, split_map, num_shards, compression, strict,
             overwrite, runner, options,
             {
                 "source": source,
@@ -529,6 +532,29 @@ def run(
     finally:
         if generated_dir is not None:
             _fs.rmtree(generated_dir)
+
+
+def _split_map(splits: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+    """{output split: source split} from split names or a {output: source} mapping.
+
+    Raises:
+      ConversionError: no splits, a repeated name, or a name unusable in a file name.
+    """
+    if isinstance(splits, Mapping):
+        split_map = {str(k): str(v) for k, v in splits.items()}
+    else:
+        names = [str(s) for s in splits]
+        if len(set(names)) != len(names):
+            raise errors.ConversionError(f"splits must be distinct names, got {names}")
+        split_map = {s: s for s in names}
+    if not split_map or len(set(split_map.values())) != len(split_map):
+        raise errors.ConversionError(
+            f"splits must be distinct names, got {dict(split_map) or list(splits)}"
+        )
+    for split in split_map:
+        if not split or "/" in split or split.startswith("."):
+            raise errors.ConversionError(f"invalid split name {split!r}")
+    return split_map
 
 
 def _source_for(
@@ -554,7 +580,7 @@ def _convert(
     source_name: str,
     source_dir: str | None,
     output_dir: str,
-    splits: Sequence[str],
+    split_map: Mapping[str, str],
     num_shards: int,
     compression: str | None,
     strict: bool,
@@ -567,20 +593,22 @@ def _convert(
     on_progress: Callable[[progress_lib.ProgressState], Any] | None = None,
 ) -> dict[str, Any]:
     src = sources.build_source(source_name, source_dir, **dict(source_options or {}))
-    refs: list[tuple[int, sources.RecordRef]] = []
+    splits = list(split_map)
+    renamed = {out: source for out, source in split_map.items() if out != source}
+    refs: list[tuple[str, int, sources.RecordRef]] = []
     shard_counts: dict[str, int] = {}
     for split in splits:
-        split_refs = src.list_records(split)
+        split_refs = src.list_records(split_map[split])
         if target_shard_bytes:
             shard_counts[split] = shards_for_target_size(split_refs, target_shard_bytes)
         else:
             shard_counts[split] = num_shards
-        refs.extend((i % shard_counts[split], ref) for i, ref in enumerate(split_refs))
+        refs.extend((split, i % shard_counts[split], ref) for i, ref in enumerate(split_refs))
         logger.info(
             "split %r: %d candidate records in %s, %d shards",
             split, len(split_refs), source_dir, shard_counts[split],
         )  # fmt: skip
-    notes = {split: src.listing_notes(split) for split in splits}
+    notes = {split: src.listing_notes(split_map[split]) for split in splits}
     shard_keys = [(split, shard) for split in splits for shard in range(shard_counts[split])]
 
     tmp_dir = _fs.join(output_dir, f"{_TMP_DIR_PREFIX}{uuid.uuid4().hex}")
@@ -590,8 +618,9 @@ def _convert(
         _fs.write_text_atomic(
             manifest,
             "".join(
-                json.dumps({"shard": shard, "ref": ref.to_json()}, sort_keys=True) + "\n"
-                for shard, ref in refs
+                json.dumps({"split": split, "shard": shard, "ref": ref.to_json()}, sort_keys=True)
+                + "\n"
+                for split, shard, ref in refs
             ),
         )
         progress_dir = _fs.join(tmp_dir, progress_lib.PROGRESS_DIR) if on_progress else None
@@ -617,11 +646,13 @@ def _convert(
         groundtruth_files = {}
         if task == "detection":
             summary["coco_category_ids"] = list(src.category_ids)
-            groundtruth_files = _write_groundtruth(src, splits, bad, tmp_dir)
+            groundtruth_files = _write_groundtruth(src, split_map, bad, tmp_dir)
             summary["annotation_files"] = groundtruth_files
             summary["annotation_file"] = groundtruth_files.get("validation")
         elif source_name == "coco_panoptic":
             summary["coco_category_ids"] = list(src.category_ids)
+        if renamed:
+            summary["source_splits"] = renamed
         summary["report"] = report.write(tmp_dir, summary, split_stats)
         if overwrite:
             _remove_previous_outputs(output_dir)

@@ -13,6 +13,10 @@ from typing import Any, Protocol
 from components.convert_dataset import examples, images
 from vision_core.dataloaders import tf_example_keys as keys
 
+# `RecordRef.paths` entries that carry a value, not a file: the COCO-style image id and the
+# class folder's name. Everything else in `paths` names a file the record reads.
+NON_FILE_KEYS = frozenset({"image_id", "class"})
+
 
 @dataclasses.dataclass(frozen=True)
 class RecordRef:
@@ -21,7 +25,8 @@ class RecordRef:
     Attributes:
       split: The split name.
       key: Unique, stable id of the record within its split (the sort and shard key).
-      paths: Named input files, e.g. {'image': ..., 'mask': ...}.
+      paths: Named input files, e.g. {'image': ..., 'mask': ...}, plus the values named in
+        `NON_FILE_KEYS` (the image id, the class name).
       problem: A defect found while listing, as (reason, path, detail); `load` reports it.
     """
 

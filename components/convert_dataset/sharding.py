@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 from components.convert_dataset import _fs
-from components.convert_dataset.records import RecordRef
+from components.convert_dataset.records import NON_FILE_KEYS, RecordRef
 
 
 def shard_name(split: str, shard: int, num_shards: int, compression: str | None) -> str:
@@ -28,7 +28,9 @@ def shards_for_target_size(refs: Sequence[RecordRef], target_bytes: int) -> int:
     on gs:// each size is a request); a file that cannot be stat'ed counts as empty, its record
     being reported bad by the workers anyway.
     """
-    paths = sorted({p for ref in refs for p in ref.paths.values() if p})
+    paths = sorted(
+        {p for ref in refs for k, p in ref.paths.items() if p and k not in NON_FILE_KEYS}
+    )
 
     def size(path: str) -> int:
         try:

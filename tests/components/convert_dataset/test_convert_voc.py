@@ -398,3 +398,39 @@ def test_cli_voc_detection_drop_difficult(root, tmp_path, capsys):
     assert (
         "--drop-difficult belongs to --source voc with --task detection" in capsys.readouterr().err
     )
+
+
+def test_source_splits_can_be_written_under_the_pipeline_names(root, tmp_path, capsys):
+    # The train and evaluate steps read train-* and validation-*: VOC's 'val' is renamed on
+    # the way out, and every output (shards, bad records, groundtruth) uses the new name.
+    out = tmp_path / "out"
+    argv = ["voc", "--source-dir", str(root), "--output", str(out),
+            "--splits", "validation=val,segtrain=train", "--num-shards", "1"]  # fmt: skip
+    assert cli.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["splits"]) == {"validation", "segtrain"}
+    assert summary["source_splits"] == {"validation": "val", "segtrain": "train"}
+    assert summary["splits"]["validation"]["records"] == 1
+    assert (out / "validation-00000-of-00001.tfrecord").exists()
+    assert not list(out.glob("val-*"))
+    assert {split for split, _ in _bad(out)} == {"segtrain"}
+    assert "validation: 1 records in 1 shards" in capsys.readouterr().out
+
+    # Detection: the COCO groundtruth is named after the output split, and the summary's
+    # annotation_file (what the evaluate step scores against) is set.
+    (root / "ImageSets/Main/val.txt").write_text("2008_000002\n")
+    try:
+        summary = pipeline.run(
+            str(root), str(tmp_path / "det"), splits={"validation": "val"}, num_shards=1,
+            source="voc", task="detection",
+        )  # fmt: skip
+    finally:
+        (root / "ImageSets/Main/val.txt").unlink()
+    assert summary["annotation_file"] == "annotations/instances_validation.json"
+    groundtruth = json.loads((tmp_path / "det" / summary["annotation_file"]).read_text())
+    assert [im["file_name"] for im in groundtruth["images"]] == ["2008_000002.jpg"]
+
+    with pytest.raises(errors.ConversionError, match="splits must be distinct"):
+        pipeline.run(str(root), str(tmp_path / "x"), splits={"a": "val", "b": "val"}, source="voc")
+    assert cli.main([*argv[:4], str(tmp_path / "y"), "--splits", "validation="]) == 1
+    assert "names no source split" in capsys.readouterr().err
