@@ -38,7 +38,8 @@ def check_dataset_matches(dataset_dir: str, params: Any) -> None:
 
     Reads the convert step's `summary.json` (when there is one) and checks that it was converted
     for the experiment's task and, for classification, that it has `task.model.num_classes`
-    classes; otherwise labels beyond the logits would train silently on zero targets.
+    classes (for segmentation and detection, at least as many outputs as recorded classes);
+    otherwise labels beyond the logits would train silently on zero targets.
 
     Raises:
       ValueError: naming the mismatch and the summary file.
@@ -64,6 +65,14 @@ def check_dataset_matches(dataset_dir: str, params: Any) -> None:
         raise ValueError(
             f"task.model.num_classes: {num_classes}, but the dataset in {dataset_dir} has "
             f"{len(names)} classes ({', '.join(names)}); set task.model.num_classes={len(names)}"
+        )
+    # Segmentation and detection names include the background / void class: fewer logits
+    # than names would leave the last classes without an output.
+    if task in ("segmentation", "detection") and names and num_classes < len(names):
+        raise ValueError(
+            f"task.model.num_classes: {num_classes}, but the dataset in {dataset_dir} has "
+            f"{len(names)} classes including the background ({', '.join(names[:6])}"
+            f"{', ...' if len(names) > 6 else ''}); set task.model.num_classes={len(names)}"
         )
 
 
