@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     storage = Storage(use_memory_fs=True)
     for bucket in args.bucket:
         emu_buckets.create_bucket(bucket, storage)
+    # The default listen backlog (5) drops bursts of connections from parallel transfers
+    # (the registry uses 8 threads), which clients then retry after a 1 s stall.
+    http.server.HTTPServer.request_queue_size = 128
     httpd = http.server.HTTPServer(
         (args.host, args.port), functools.partial(emu_server.RequestHandler, storage)
     )

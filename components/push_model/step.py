@@ -30,7 +30,7 @@ def run(
 
     Args:
       saved_model_dir: the exported SavedModel folder.
-      registry_uri: the registry (a folder path or file:// URI; later gs:// and vertex://).
+      registry_uri: the registry (a folder path, file:// URI or gs://bucket/prefix; later vertex://).
       model_name: the registry model to add a version to.
       config_path: the YAML config the model was trained from, stored as config.yaml.
       metrics: the evaluation metrics, stored as metrics.json.

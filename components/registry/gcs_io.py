@@ -13,6 +13,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -102,13 +103,22 @@ class Lease:
         self._lock = threading.Lock()  # orders heartbeats against check()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._body = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+        self._owner = {"host": socket.gethostname(), "pid": os.getpid()}
 
     def _write(self, generation: int) -> None:
+        # A fresh token per write tells our own landed write from a 412 on its retry.
+        body = json.dumps({**self._owner, "beat": uuid.uuid4().hex}).encode()
         blob = self._bucket.blob(self._name)
-        blob.upload_from_string(
-            self._body, content_type="application/json", if_generation_match=generation
-        )
+        try:
+            blob.upload_from_string(
+                body, content_type="application/json", if_generation_match=generation
+            )
+        except gexc.PreconditionFailed:
+            data, current = read_object(self._bucket, self._name)
+            if data != body:
+                raise
+            self._generation = current
+            return
         self._generation = int(blob.generation)
 
     def acquire(self) -> None:
@@ -118,13 +128,19 @@ class Lease:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval_s):
-            with self._lock:
-                try:
-                    self._write(self._generation)
-                except (gexc.PreconditionFailed, gexc.NotFound):
-                    return  # gc() took it; check() reports that before sealing
-                except Exception as e:  # noqa: BLE001 - a missed beat is retried at the next one
-                    logger.warning("Lease %s: heartbeat failed: %s", self._name, e)
+            if not self.renew():
+                return
+
+    def renew(self) -> bool:
+        """Rewrites the lease under its generation; False once gc() has taken it."""
+        with self._lock:
+            try:
+                self._write(self._generation)
+            except (gexc.PreconditionFailed, gexc.NotFound):
+                return False  # check() reports it before the push seals
+            except Exception as e:  # noqa: BLE001 - a missed beat is retried at the next one
+                logger.warning("Lease %s: heartbeat failed: %s", self._name, e)
+            return True
 
     def check(self) -> None:
         """Raises RegistryError unless the lease is still ours (gc() may have taken it)."""

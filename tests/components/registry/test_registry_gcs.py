@@ -233,6 +233,22 @@ def test_concurrent_guarded_moves_let_exactly_one_win(uri, saved_model_dir, conf
     }
 
 
+def test_lease_renews_and_notices_when_gc_takes_it(bucket):
+    name = f"lease-{uuid.uuid4().hex[:8]}/upload.lease"
+    lease = gcs_io.Lease(bucket, name, interval_s=3600)  # renewed by hand below
+    lease.acquire()
+    first = bucket.get_blob(name).generation
+    assert lease.renew()
+    assert bucket.get_blob(name).generation != first
+    lease.check()
+    bucket.blob(name).delete()  # what gc() does to a lease it judges abandoned
+    assert not lease.renew()
+    with pytest.raises(RegistryError, match="taken by gc"):
+        lease.check()
+    lease.release()
+    assert bucket.get_blob(name) is None
+
+
 def _crash_midway(uri, saved_model_dir, config_path):
     """Child process: dies by SIGKILL after two files of its push were uploaded."""
     original = gcs_io.upload_file
