@@ -67,6 +67,8 @@ _STATS_DIR = "stats"
 _BAD_TAG = "bad"
 _DIRECT_RUNNERS = {"directrunner", "direct"}
 _RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
+# A flush period no job reaches (~11 days): Beam reads 0 as "use its default" (1 s).
+_NO_TIMED_FLUSH_MS = 10**9
 # Failures listed in a strict-mode error message before it says "and N more".
 _STRICT_LIST_LIMIT = 20
 
@@ -222,6 +224,13 @@ def _pipeline_runner_and_options(
     default) this uses Beam's local Fn API runner directly, which is what DirectRunner runs batch
     pipelines on and which honours `direct_running_mode` and `direct_num_workers`. Any other
     `--runner` (Dataflow, Flink, Spark, Prism, ...) goes to Beam unchanged with the other args.
+
+    'multi_threading' gets its in-process gRPC workers without their timed output flush: Beam
+    2.77 flushes a worker's output buffer from a timer thread (every second) while the bundle
+    keeps writing to it, and an element written between the flush's read and its clear of the
+    buffer is lost (measured: 1 to 3 of 350 records of 128x128 images lost in about a third of
+    the runs; with a 10 ms timer, 63 in one run; none in 8 runs without the timer). Flushing
+    by size only happens on the writing thread, so it cannot race.
     """
     if direct_running_mode not in _RUNNING_MODES:
         raise errors.ConversionError(
@@ -237,10 +246,21 @@ def _pipeline_runner_and_options(
     options = PipelineOptions(args)
     runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
     if runner_name.lower() in _DIRECT_RUNNERS:
+        from apache_beam.options.pipeline_options import DirectOptions
         from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.transforms import environments
 
         options.view_as(StandardOptions).runner = None
-        return fn_runner.FnApiRunner(), options
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode != "multi_threading":
+            return fn_runner.FnApiRunner(), options
+        # The environment 'multi_threading' selects, minus the timed flush; the mode itself is
+        # cleared, or the runner would replace this environment with its default one.
+        direct.direct_running_mode = None
+        environment = environments.EmbeddedPythonGrpcEnvironment(
+            data_buffer_time_limit_ms=_NO_TIMED_FLUSH_MS
+        )
+        return fn_runner.FnApiRunner(default_environment=environment), options
     return runner_name, options
 
 
@@ -640,6 +660,15 @@ def _convert(
             tmp_dir, splits, shard_counts, compression, bad, notes,
             "class_pixel_histogram" if task == "segmentation" else "class_histogram",
         )  # fmt: skip
+        lost = len(refs) - summary["records"] - len(bad)
+        if lost:
+            # Every listed record ends up written or reported bad; anything else is a runner
+            # fault, and a silently incomplete dataset is worse than a failed conversion.
+            raise RuntimeError(
+                f"the pipeline lost {lost} of {len(refs)} records ({summary['records']} written, "
+                f"{len(bad)} bad); nothing was written. Rerun, or use another "
+                "--direct-running-mode / runner"
+            )
         summary.update(extra)
         if getattr(src, "class_names", ()):
             summary["class_names"] = list(src.class_names)

@@ -21,6 +21,7 @@ What the counters hold (keys present only when they apply):
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import math
@@ -153,7 +154,7 @@ def _describe(counter: Mapping[str, int], edges: Sequence[int]) -> dict[str, Any
     median = (nth((total - 1) // 2) + nth(total // 2)) / 2
     counts = [0] * len(edges)
     for value, n in items:
-        counts[max(i for i, edge in enumerate(edges) if value >= edge)] += n
+        counts[bisect.bisect_right(edges, value) - 1] += n
     used = [i for i, n in enumerate(counts) if n]
     histogram = []
     for i in range(used[0], used[-1] + 1):
@@ -261,7 +262,9 @@ def _bucket_label(bucket: Mapping[str, Any]) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     """A Markdown table; the first column left-aligned, the others (figures) right-aligned."""
     lines = ["| " + " | ".join(header) + " |", "|---" + "|--:" * (len(header) - 1) + "|"]
-    lines += ["| " + " | ".join("–" if v is None else str(v) for v in row) + " |" for row in rows]
+    # A '|' in a class name would end its cell.
+    cells = [["–" if v is None else str(v).replace("|", "\\|") for v in row] for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     return [*lines, ""]
 
 

@@ -1,6 +1,6 @@
 """A loopback HTTP server speaking the Vertex AI REST (v1) calls vision-pipelines makes through
-`google-cloud-aiplatform`, recording every request, so Vertex submission and scheduling are
-tested up to the wire without a Google Cloud project.
+`google-cloud-aiplatform`, recording every request, so Vertex submission, scheduling and the
+vertex:// model registry are tested up to the wire without a Google Cloud project.
 
 Point the SDK at it with `aiplatform.init(api_endpoint=fake.endpoint, api_transport="rest",
 credentials=AnonymousCredentials())`: the REST transport keeps an explicit `http://` scheme.
@@ -10,8 +10,15 @@ Covered (all under /v1/projects/{project}/locations/{location}/):
     Vertex, which experiment association waits for);
   * schedules: create, get, list, :pause, :resume, delete (a finished long-running operation);
   * metadataStores/default and its contexts: get, create, :addContextChildren (Vertex
-    Experiments).
+    Experiments);
+  * the Model Registry: models:upload (a finished long-running operation; `parentModel` adds a
+    version, `modelId` names a new model and conflicts with an existing one), get of a model
+    (its default version) or of `model@version-id|alias`, :listVersions, :mergeVersionAliases.
+    Version aliases behave as on Vertex: checked against the documented pattern, unique within
+    a model (adding one moves it from the version that held it), and the first version gets
+    `default`, which can be moved but never removed.
 Anything else is a 404 naming the call, so a new SDK request shows up as a failing test.
+`fail_next(method, suffix, ...)` makes the next matching call fail, to test error handling.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _EMPTY = "type.googleapis.com/google.protobuf.Empty"
+_UPLOAD_RESPONSE = "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse"
+# MergeVersionAliasesRequest / Model.version_aliases in google-cloud-aiplatform's v1 types.
+_VERSION_ALIAS_RE = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]$")
+# UploadModelRequest.model_id.
+_MODEL_ID_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,62}$")
 
 
 def _now() -> str:
@@ -47,6 +59,7 @@ class FakeVertex:
       requests: every request in order: {'method', 'path', 'query' (dict of lists), 'body'}.
       pipeline_jobs / schedules / contexts: resources by id, as Vertex returns them.
       context_children: context id -> the child context names added to it.
+      models: model id -> {version id: the version's Model resource}, versions in upload order.
     """
 
     def __init__(self, project: str = "test-project", location: str = "us-central1") -> None:
@@ -57,6 +70,8 @@ class FakeVertex:
         self.schedules: dict[str, dict] = {}
         self.contexts: dict[str, dict] = {}
         self.context_children: dict[str, list[str]] = {}
+        self.models: dict[str, dict[str, dict]] = {}
+        self._failures: list[tuple[str, str, int, str, str]] = []
         self._lock = threading.Lock()
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -80,6 +95,22 @@ class FakeVertex:
             if r["method"] == method and r["path"].startswith(prefix) and r["path"].endswith(suffix)
         ]
 
+    def fail_next(
+        self,
+        method: str,
+        suffix: str,
+        code: int = 503,
+        status: str = "UNAVAILABLE",
+        message: str = "the service is unavailable",
+    ) -> None:
+        """Makes the next `method` request whose path ends with `suffix` answer with an error."""
+        self._failures.append((method, suffix, code, status, message))
+
+    def model_versions(self, model_id: str) -> dict[str, list[str]]:
+        """{version id: its aliases, sorted} of a model (empty if there is no such model)."""
+        versions = self.models.get(model_id, {})
+        return {vid: sorted(v.get("versionAliases", [])) for vid, v in versions.items()}
+
     def _next_id(self) -> str:
         self._counter += 1
         return str(1000 + self._counter)
@@ -102,6 +133,10 @@ class FakeVertex:
                 403, "PERMISSION_DENIED", f"permission denied on projects/{project}/{location}"
             )
         with self._lock:
+            for i, (verb, suffix, code, status, message) in enumerate(self._failures):
+                if verb == method and path.endswith(suffix):
+                    del self._failures[i]
+                    return _error(code, status, message)
             for pattern, handler in self._routes():
                 route = re.fullmatch(pattern, f"{method} {rest}")
                 if route:
@@ -122,6 +157,10 @@ class FakeVertex:
             (rf"GET {contexts}/([^/:]+)", self._get_context),
             (rf"POST {contexts}", self._create_context),
             (rf"POST {contexts}/([^/:]+):addContextChildren", self._add_children),
+            (r"POST models:upload", self._upload_model),
+            (r"GET models/([^/:@]+)(?:@([^/:]+))?", self._get_model),
+            (r"GET models/([^/:@]+):listVersions", self._list_versions),
+            (r"POST models/([^/:@]+)@([^/:]+):mergeVersionAliases", self._merge_aliases),
         ]  # fmt: skip
 
     # pipeline jobs
@@ -229,6 +268,104 @@ class FakeVertex:
                 return _not_found(f"context {child}")
             children.append(child)
         return 200, {}
+
+    # model registry
+    def _model_name(self, model_id: str) -> str:
+        return f"{self.parent}/models/{model_id}"
+
+    def _take_aliases(self, model_id: str, vid: str, aliases: list[str]) -> tuple[int, dict] | None:
+        """Adds aliases to version `vid`, moving each from the version that held it."""
+        bad = [a for a in aliases if not _VERSION_ALIAS_RE.match(a)]
+        if bad:
+            return _error(
+                400, "INVALID_ARGUMENT", f"version aliases {bad} must match {_VERSION_ALIAS_RE.pattern}"
+            )
+        for other_vid, other in self.models[model_id].items():
+            if other_vid != vid:
+                other["versionAliases"] = [a for a in other["versionAliases"] if a not in aliases]
+        version = self.models[model_id][vid]
+        version["versionAliases"] += [a for a in aliases if a not in version["versionAliases"]]
+        version["versionUpdateTime"] = _now()
+        return None
+
+    def _upload_model(self, query: dict, body: dict) -> tuple[int, dict]:
+        model = copy.deepcopy(body.get("model") or {})
+        if not model.get("displayName"):
+            return _error(400, "INVALID_ARGUMENT", "model.display_name is required")
+        parent_model = body.get("parentModel")
+        if parent_model:
+            prefix = self._model_name("")
+            model_id = parent_model[len(prefix) :] if parent_model.startswith(prefix) else ""
+            if model_id not in self.models:
+                return _not_found(f"parent model {parent_model}")
+            vid = str(max(map(int, self.models[model_id])) + 1)
+        else:
+            model_id = body.get("modelId") or self._next_id()
+            if not _MODEL_ID_RE.match(model_id):
+                return _error(400, "INVALID_ARGUMENT", f"model_id {model_id!r} is not valid")
+            if model_id in self.models:
+                return _error(409, "ALREADY_EXISTS", f"model {model_id} already exists")
+            self.models[model_id] = {}
+            vid = "1"
+        aliases = list(model.pop("versionAliases", []))
+        if not self.models[model_id]:
+            aliases.append("default")  # the first version of a model is its default
+        now = _now()
+        model.update(
+            name=self._model_name(model_id),
+            versionId=vid,
+            versionAliases=[],
+            createTime=now,
+            updateTime=now,
+            versionCreateTime=now,
+            versionUpdateTime=now,
+        )
+        self.models[model_id][vid] = model
+        refused = self._take_aliases(model_id, vid, aliases)
+        if refused:
+            del self.models[model_id][vid]
+            if not self.models[model_id]:
+                del self.models[model_id]
+            return refused
+        response = {"@type": _UPLOAD_RESPONSE, "model": model["name"], "modelVersionId": vid}
+        return 200, self._operation(response)
+
+    def _version(self, model_id: str, ref: str | None) -> dict | None:
+        """A version by id or alias; the default version when `ref` is None."""
+        ref = ref or "default"
+        versions = self.models.get(model_id, {})
+        if ref in versions:
+            return versions[ref]
+        return next((v for v in versions.values() if ref in v["versionAliases"]), None)
+
+    def _get_model(self, query: dict, body: dict, model_id: str, ref: str | None):
+        version = self._version(model_id, ref)
+        if version is None:
+            return _not_found(f"model {self._model_name(model_id)}{'@' + ref if ref else ''}")
+        return 200, version
+
+    def _list_versions(self, query: dict, body: dict, model_id: str) -> tuple[int, dict]:
+        if query.get("filter"):
+            return _error(400, "INVALID_ARGUMENT", "the fake does not filter model versions")
+        if model_id not in self.models:
+            return _not_found(f"model {self._model_name(model_id)}")
+        return 200, {"models": list(self.models[model_id].values())}
+
+    def _merge_aliases(self, query: dict, body: dict, model_id: str, vid: str):
+        versions = self.models.get(model_id, {})
+        if vid not in versions:
+            # Vertex wants the version id itself here, not an alias.
+            return _not_found(f"model {self._model_name(model_id)}@{vid}")
+        changes = body.get("versionAliases") or []
+        removed = [a[1:] for a in changes if a.startswith("-")]
+        if "default" in removed:
+            return _error(400, "INVALID_ARGUMENT", "the default version alias cannot be removed")
+        refused = self._take_aliases(model_id, vid, [a for a in changes if not a.startswith("-")])
+        if refused:
+            return refused
+        version = versions[vid]
+        version["versionAliases"] = [a for a in version["versionAliases"] if a not in removed]
+        return 200, version
 
     # --- the server ----------------------------------------------------------------------
     def start(self) -> str:

@@ -388,3 +388,31 @@ def test_record_statistics_add_up_exactly_over_shards():
         ("cat", 2, 2),
         ("dog", 2, 4),
     ]
+
+
+def test_a_record_the_runner_loses_fails_the_conversion(monkeypatch, tmp_path):
+    # Written + bad must account for every listed record (Beam's multi_threading workers were
+    # seen dropping elements); here the shard writer drops one.
+    write = pipeline._WriteShardDoFn.process
+
+    def drop_first(self, element):
+        key, values = element
+        values = [v for v in values if v is not None]
+        return write(self, (key, values[1:] if key == ("train", 0) else values))
+
+    monkeypatch.setattr(pipeline._WriteShardDoFn, "process", drop_first)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="lost 1 of 9 records"):
+        _convert(out, "classification")
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_multi_threading_workers_flush_by_size_only():
+    from apache_beam.transforms import environments
+
+    runner, options = pipeline._pipeline_runner_and_options([], "multi_threading", 2)
+    # The in-process gRPC workers of 'multi_threading', without the timed flush that races.
+    assert runner._default_environment == environments.EmbeddedPythonGrpcEnvironment(
+        data_buffer_time_limit_ms=pipeline._NO_TIMED_FLUSH_MS
+    )
+    assert options.get_all_options()["direct_num_workers"] == 2
