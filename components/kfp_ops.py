@@ -47,14 +47,22 @@ def convert_dataset_op(
     splits: dict,
     source_options: dict,
     dataset: Output[Dataset],
+    dataset_report: Output[Markdown],
 ) -> dict:
     """Converts the source images to sharded TFRecords with Apache Beam.
 
     (`code_version` only joins the cache key: a new converter converts again.)
     """
+    import logging
+    import os
+    import shutil
+
     from components.convert_dataset import pipeline as convert
 
     del code_version
+    # Progress lines go to the step's log (INFO from the progress module only).
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("components.convert_dataset.progress").setLevel(logging.INFO)
     # {pipeline split: source split}; the step writes the pipeline's names (train, validation).
     # source_options: annotation_files / image_dirs / mask_dirs ({source split: path}),
     # include_masks, target_shard_bytes.
@@ -67,6 +75,8 @@ def convert_dataset_op(
         compression=compression or None,
         beam_args=list(beam_args),
         source=source,
+        # Log lines (not a bar: the step's output is no terminal) reach the step's KFP log.
+        progress=True,
         shapes_options={
             "num_train": num_train,
             "num_validation": num_validation,
@@ -79,6 +89,15 @@ def convert_dataset_op(
         task=task,
         class_names=list(class_names) or None,
     )
+    # The dataset report (counts, histograms, bad records) as its own artifact, which the KFP UI
+    # renders beside the run.
+
+    report_md = os.path.join(dataset.path, (summary.get("report") or {}).get("markdown", ""))
+    if os.path.isfile(report_md):
+        shutil.copyfile(report_md, dataset_report.path)
+    else:
+        with open(dataset_report.path, "w") as f:
+            f.write("# Dataset\n\nThe convert step wrote no report.\n")
     dataset.metadata["fingerprint"] = summary.get("fingerprint", "")
     dataset.metadata["task"] = task
     if summary.get("class_names"):

@@ -24,7 +24,6 @@ dataset report (`report.py`); progress goes through files too (`progress.py`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import posixpath
@@ -36,14 +35,16 @@ from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.convert_dataset import (
     _fs,
     catalog,
     errors,
     examples,
+    outputs,
     report,
+    runners,
     shapes,
     sources,
 )
@@ -59,18 +60,15 @@ logger = logging.getLogger(__name__)
 TASKS = catalog.TASKS
 SOURCE_NAMES = catalog.SOURCE_NAMES
 SOURCE_TASKS = catalog.SOURCE_TASKS
-SUMMARY_FILE = "summary.json"
-BAD_RECORDS_FILE = "bad_records.jsonl"
-SUMMARY_VERSION = 1
+SUMMARY_FILE = outputs.SUMMARY_FILE
+BAD_RECORDS_FILE = outputs.BAD_RECORDS_FILE
+SUMMARY_VERSION = outputs.SUMMARY_VERSION
 _TMP_DIR_PREFIX = ".tmp-convert-"
-_STATS_DIR = "stats"
+_STATS_DIR = outputs.STATS_DIR
 _BAD_TAG = "bad"
-_DIRECT_RUNNERS = {"directrunner", "direct"}
-_RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
-# A flush period no job reaches (~11 days): Beam reads 0 as "use its default" (1 s).
-_NO_TIMED_FLUSH_MS = 10**9
-# Failures listed in a strict-mode error message before it says "and N more".
-_STRICT_LIST_LIMIT = 20
+# Kept here under their old names: tests and callers reach them through this module.
+_pipeline_runner_and_options = runners.pipeline_runner_and_options
+_NO_TIMED_FLUSH_MS = runners.NO_TIMED_FLUSH_MS
 
 
 def _normalize_compression(compression: str | None) -> str | None:
@@ -215,179 +213,6 @@ def _build(
     )
 
 
-def _pipeline_runner_and_options(
-    beam_args: Sequence[str], direct_running_mode: str, direct_num_workers: int
-) -> tuple[Any, PipelineOptions]:
-    """Resolves the runner without ever letting Beam pick one itself.
-
-    Beam 2.77's DirectRunner first tries Prism, a binary it downloads; so for 'DirectRunner' (the
-    default) this uses Beam's local Fn API runner directly, which is what DirectRunner runs batch
-    pipelines on and which honours `direct_running_mode` and `direct_num_workers`. Any other
-    `--runner` (Dataflow, Flink, Spark, Prism, ...) goes to Beam unchanged with the other args.
-
-    'multi_threading' gets its in-process gRPC workers without their timed output flush: Beam
-    2.77 flushes a worker's output buffer from a timer thread (every second) while the bundle
-    keeps writing to it, and an element written between the flush's read and its clear of the
-    buffer is lost (measured: 1 to 3 of 350 records of 128x128 images lost in about a third of
-    the runs; with a 10 ms timer, 63 in one run; none in 8 runs without the timer). Flushing
-    by size only happens on the writing thread, so it cannot race.
-    """
-    if direct_running_mode not in _RUNNING_MODES:
-        raise errors.ConversionError(
-            f"direct_running_mode must be one of {', '.join(_RUNNING_MODES)}, "
-            f"got {direct_running_mode!r}"
-        )
-    # Ours first, so the same flags in beam_args win.
-    args = [
-        f"--direct_running_mode={direct_running_mode}",
-        f"--direct_num_workers={int(direct_num_workers)}",
-        *beam_args,
-    ]
-    options = PipelineOptions(args)
-    runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
-    if runner_name.lower() in _DIRECT_RUNNERS:
-        from apache_beam.options.pipeline_options import DirectOptions
-        from apache_beam.runners.portability.fn_api_runner import fn_runner
-        from apache_beam.transforms import environments
-
-        options.view_as(StandardOptions).runner = None
-        direct = options.view_as(DirectOptions)
-        if direct.direct_running_mode != "multi_threading":
-            return fn_runner.FnApiRunner(), options
-        # The environment 'multi_threading' selects, minus the timed flush; the mode itself is
-        # cleared, or the runner would replace this environment with its default one.
-        direct.direct_running_mode = None
-        environment = environments.EmbeddedPythonGrpcEnvironment(
-            data_buffer_time_limit_ms=_NO_TIMED_FLUSH_MS
-        )
-        return fn_runner.FnApiRunner(default_environment=environment), options
-    return runner_name, options
-
-
-def _check_output_dir(output_dir: str, overwrite: bool) -> None:
-    if _fs.isdir(output_dir) and _fs.listdir(output_dir):
-        if not overwrite:
-            raise errors.ConversionError(
-                f"output folder {output_dir} is not empty; pass overwrite=True (CLI: --overwrite) "
-                "to replace its TFRecords, or choose an empty folder"
-            )
-    elif _fs.exists(output_dir) and not _fs.isdir(output_dir):
-        raise errors.ConversionError(f"output path {output_dir} exists and is not a folder")
-
-
-def _remove_previous_outputs(output_dir: str) -> None:
-    """Deletes what an earlier conversion wrote (summary first, so nothing looks complete)."""
-    summary_path = _fs.join(output_dir, SUMMARY_FILE)
-    previous: dict[str, Any] = {}
-    if _fs.exists(summary_path):
-        try:
-            previous = json.loads(_fs.read_bytes(summary_path))
-        except ValueError:
-            previous = {}
-    _fs.remove(summary_path)
-    for relative in (previous.get("annotation_files") or {}).values():
-        _fs.remove(_fs.join(output_dir, relative))
-    _fs.remove(_fs.join(output_dir, BAD_RECORDS_FILE))
-    for name in {*report.REPORT_FILES, *(previous.get("report") or {}).values()}:
-        _fs.remove(_fs.join(output_dir, name))
-    for pattern in ("*-?????-of-?????.tfrecord", "*-?????-of-?????.tfrecord.gz"):
-        for path in _fs.glob(output_dir, pattern):
-            _fs.remove(path)
-
-
-def _fingerprint(lines: Iterable[str]) -> str:
-    digest = hashlib.sha256()
-    for line in sorted(lines):
-        digest.update(line.encode("utf-8") + b"\n")
-    return digest.hexdigest()
-
-
-def _summarize(
-    tmp_dir: str,
-    splits: Sequence[str],
-    num_shards: Mapping[str, int],
-    compression: str | None,
-    bad: Sequence[Mapping[str, str]],
-    notes: Mapping[str, Mapping[str, int]],
-    histogram_key: str = "class_pixel_histogram",
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The summary, and per split the sum of its shards' record statistics (for the report)."""
-    per_split: dict[str, Any] = {}
-    split_stats: dict[str, dict[str, Any]] = {}
-    all_lines = []
-    for split in splits:
-        files, per_shard, lines = [], [], []
-        histogram: Counter[str] = Counter()
-        split_stats[split] = {}
-        for shard in range(num_shards[split]):
-            stats_path = _fs.join(tmp_dir, _STATS_DIR, f"{split}-{shard:05d}.json")
-            if not _fs.exists(stats_path):
-                raise RuntimeError(f"the pipeline finished without writing shard {stats_path}")
-            stats = json.loads(_fs.read_bytes(stats_path))
-            files.append(stats["file"])
-            per_shard.append(len(stats["records"]))
-            lines.extend(f"{key}\t{digest}" for key, digest in stats["records"])
-            histogram.update(stats["class_histogram"])
-            report.merge(split_stats[split], stats["report"])
-        split_bad = [b for b in bad if b["split"] == split]
-        per_split[split] = {
-            "records": sum(per_shard),
-            "bad_records": len(split_bad),
-            "bad_records_by_reason": dict(sorted(Counter(b["reason"] for b in split_bad).items())),
-            "shards": files,
-            "records_per_shard": per_shard,
-            "num_shards": num_shards[split],
-            "file_pattern": f"{split}-*-of-{num_shards[split]:05d}.tfrecord"
-            + (".gz" if compression else ""),
-            histogram_key: dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
-            "fingerprint": _fingerprint(lines),
-            **notes.get(split, {}),
-        }
-        all_lines.extend(f"{split}/{line}" for line in lines)
-    counts = set(num_shards.values())
-    summary = {
-        "version": SUMMARY_VERSION,
-        # One figure when every split has the same count; {split: count} otherwise.
-        "num_shards": counts.pop() if len(counts) == 1 else dict(num_shards),
-        "compression": compression.lower() if compression else None,
-        "records": sum(s["records"] for s in per_split.values()),
-        "bad_records": len(bad),
-        "fingerprint": _fingerprint(all_lines),
-        "splits": per_split,
-    }
-    return summary, split_stats
-
-
-def _write_groundtruth(
-    src: Any, split_map: Mapping[str, str], bad: Sequence[Mapping[str, str]], tmp_dir: str
-) -> dict[str, str]:
-    """Writes each split's COCO groundtruth (what its good records hold) under `tmp_dir`.
-
-    Args:
-      split_map: {output split: the source's split}.
-
-    Returns:
-      {output split: path relative to the output folder}.
-    """
-    written = {}
-    for split, source_split in split_map.items():
-        bad_keys = {b["record_id"] for b in bad if b["split"] == split}
-        dataset = src.groundtruth_dataset(source_split, exclude=bad_keys)
-        relative = posixpath.join("annotations", f"instances_{split}.json")
-        _fs.write_text_atomic(_fs.join(tmp_dir, relative), json.dumps(dataset) + "\n")
-        written[split] = relative
-    return written
-
-
-def _strict_error(bad: Sequence[Mapping[str, str]]) -> errors.ConversionError:
-    lines = [f"  {b['split']}/{b['record_id']}: {b['reason']}: {b['path']}" for b in bad]
-    if len(lines) > _STRICT_LIST_LIMIT:
-        lines = [*lines[:_STRICT_LIST_LIMIT], f"  ... and {len(lines) - _STRICT_LIST_LIMIT} more"]
-    return errors.ConversionError(
-        f"strict mode: {len(bad)} bad record(s); nothing was written:\n" + "\n".join(lines)
-    )
-
-
 def run(
     source_dir: str | None,
     output_dir: str,
@@ -506,7 +331,7 @@ def run(
     num_shards = int(num_shards)
     compression = _normalize_compression(compression)
     output_dir = output_dir.rstrip("/") or "/"
-    _check_output_dir(output_dir, overwrite)
+    outputs.check_output_dir(output_dir, overwrite)
     runner, options = _pipeline_runner_and_options(
         list(beam_args or []), direct_running_mode, direct_num_workers
     )
@@ -654,9 +479,9 @@ def _convert(
         bad_path = _fs.join(tmp_dir, BAD_RECORDS_FILE)
         bad = [json.loads(line) for line in _fs.read_bytes(bad_path).decode().splitlines()]
         if strict and bad:
-            raise _strict_error(bad)
+            raise outputs.strict_error(bad)
         task = extra.get("task")
-        summary, split_stats = _summarize(
+        summary, split_stats = outputs.summarize(
             tmp_dir, splits, shard_counts, compression, bad, notes,
             "class_pixel_histogram" if task == "segmentation" else "class_histogram",
         )  # fmt: skip
@@ -675,7 +500,7 @@ def _convert(
         groundtruth_files = {}
         if task == "detection":
             summary["coco_category_ids"] = list(src.category_ids)
-            groundtruth_files = _write_groundtruth(src, split_map, bad, tmp_dir)
+            groundtruth_files = outputs.write_groundtruth(src, split_map, bad, tmp_dir)
             summary["annotation_files"] = groundtruth_files
             summary["annotation_file"] = groundtruth_files.get("validation")
         elif source_name == "coco_panoptic":
@@ -684,7 +509,7 @@ def _convert(
             summary["source_splits"] = renamed
         summary["report"] = report.write(tmp_dir, summary, split_stats)
         if overwrite:
-            _remove_previous_outputs(output_dir)
+            outputs.remove_previous_outputs(output_dir)
         shards = [name for split in splits for name in summary["splits"][split]["shards"]]
         # One batched move (on gs:// each move is a copy and a delete).
         _fs.rename_many(

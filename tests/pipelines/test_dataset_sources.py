@@ -90,17 +90,23 @@ def test_convert_step_writes_voc_validation_under_the_pipeline_name(tmp_path):
         str(_config(tmp_path, {"source": "voc", "source_dir": str(root), "num_shards": 1}))
     )
     artifact = dsl.Dataset(uri=str(tmp_path / "dataset"))
+    report = dsl.Markdown(uri=str(tmp_path / "dataset_report"))
     # The step's own function, as the KFP runner calls it, with this config's parameters.
     summary = build_ops().convert_dataset.python_func(
         task="segmentation", source="voc", source_dir=config.dataset.source_dir,
         num_train=0, num_validation=0, image_height=0, image_width=0, seed=0, min_objects=1,
         max_objects=1, radius_range=[0.1, 0.2], num_shards=1, compression="", class_names=[],
         beam_args=[], code_version="test", splits=config.dataset.split_map(),
-        source_options={}, dataset=artifact,
+        source_options={}, dataset=artifact, dataset_report=report,
     )  # fmt: skip
     assert set(summary["splits"]) == {"train", "validation"}
     assert (tmp_path / "dataset" / "validation-00000-of-00001.tfrecord").exists()
     assert artifact.metadata["validation_records"] == 1
     assert artifact.metadata["class_names"][:2] == ["background", "aeroplane"]
+    # The dataset report travels as its own Markdown artifact.
+    assert (tmp_path / "dataset_report").read_text() == (
+        tmp_path / "dataset" / summary["report"]["markdown"]
+    ).read_text()
+    assert "validation" in (tmp_path / "dataset_report").read_text()
     written = json.loads((tmp_path / "dataset" / "summary.json").read_text())
     assert written["source_splits"] == {"validation": "val"}
