@@ -3,6 +3,8 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+# Optional extras baked in: vertex (Vertex AI pipelines and the vertex:// registry), fast-eval.
+ARG EXTRAS=vertex
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY vision_core ./vision_core
@@ -10,7 +12,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 COPY configs ./configs
 RUN python -m pip install --no-cache-dir --upgrade pip==24.3.1 \
-    && python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+    && python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[${EXTRAS}]"
 
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -19,8 +19,11 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/vision-pipelines run $(CONFIG)
 
+# Test files spread over PYTEST_WORKERS processes (pytest-xdist; whole files per worker, so
+# module fixtures are built once); PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

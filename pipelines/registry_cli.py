@@ -7,8 +7,9 @@ vision-pipelines registry rollback URI MODEL [--alias champion] [--to VERSION]
 vision-pipelines registry diff     URI MODEL A B
 
 VERSION, A and B accept a number (3 or v3), `latest`, or an alias. URI is a folder,
-file:///path or gs://bucket/prefix. Registry errors (unknown model, version or alias; an alias
-moved by someone else meanwhile) print `error: ...` and exit with code 1.
+file:///path, gs://bucket/prefix or vertex://PROJECT/REGION/PREFIX?staging=gs://bucket/prefix.
+Registry errors (unknown model, version or alias; an alias moved by someone else meanwhile)
+print `error: ...` and exit with code 1.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def add_registry_parser(sub: argparse._SubParsersAction) -> None:
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         parser = actions.add_parser(name, help=help_text)
-        parser.add_argument("uri", help="the registry: a folder, file:///path or gs://bucket/path")
+        parser.add_argument(
+            "uri",
+            help="the registry: a folder, file:///path, gs://bucket/path or "
+            "vertex://PROJECT/REGION/PREFIX?staging=gs://bucket/path",
+        )
         parser.add_argument("model", help="the model name")
         return parser
 

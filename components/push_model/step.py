@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.registry import DEFAULT_ALIAS, open_registry
-from components.registry.base import validate_alias_name
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,8 @@ def run(
 
     Args:
       saved_model_dir: the exported SavedModel folder.
-      registry_uri: the registry (a folder path, file:// URI or gs://bucket/prefix; later vertex://).
+      registry_uri: the registry (a folder path, file:// URI, gs://bucket/prefix or
+        vertex://PROJECT/REGION/PREFIX?staging=gs://...).
       model_name: the registry model to add a version to.
       config_path: the YAML config the model was trained from, stored as config.yaml.
       metrics: the evaluation metrics, stored as metrics.json.
@@ -41,10 +41,11 @@ def run(
     Returns:
       {'version': int, 'uri': the version's location, 'alias_moved': bool}.
     """
-    if promote:
-        # Checked before pushing so a bad alias cannot leave an unpromoted version behind.
-        validate_alias_name(alias)
     registry = open_registry(registry_uri)
+    if promote:
+        # Checked (by the registry's own rules) before pushing, so a bad alias cannot leave an
+        # unpromoted version behind.
+        registry.check_alias_name(alias)
     record = registry.push(model_name, saved_model_dir, config_path, metrics, lineage)
     alias_moved = False
     if promote:

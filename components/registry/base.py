@@ -218,6 +218,11 @@ class ModelRegistry(abc.ABC):
     def uri(self) -> str:
         """The URI the registry was opened with, normalised."""
 
+    def check_alias_name(self, alias: str) -> str:
+        """Returns `alias` if this registry can hold it, else raises ValueError (backends with
+        stricter rules, such as Vertex AI's, narrow it)."""
+        return validate_alias_name(alias)
+
     @abc.abstractmethod
     def push(
         self,

@@ -11,10 +11,9 @@ from components.registry.local import LocalRegistry
 
 # scheme -> factory(uri) for implemented backends. A plain path has the scheme "".
 _BACKENDS: dict[str, Callable[[str], ModelRegistry]] = {}
-# Schemes that are part of the design but have no backend yet, with what they will address.
-_PLANNED = {
-    "vertex": "the Vertex AI Model Registry, vertex://project/location",
-}
+# Schemes that are part of the design but have no backend yet, with what they will address
+# (none at the moment; an entry makes open_registry raise UnsupportedRegistryError).
+_PLANNED: dict[str, str] = {}
 
 
 def register_registry_backend(scheme: str, factory: Callable[[str], ModelRegistry]) -> None:
@@ -48,9 +47,17 @@ def _open_gcs(uri: str) -> ModelRegistry:
     return GcsRegistry(uri)
 
 
+def _open_vertex(uri: str) -> ModelRegistry:
+    # Imports only the storage client; the Vertex SDK is loaded on first use.
+    from components.registry.vertex import VertexRegistry
+
+    return VertexRegistry(uri)
+
+
 register_registry_backend("", _open_local)
 register_registry_backend("file", _open_local)
 register_registry_backend("gs", _open_gcs)
+register_registry_backend("vertex", _open_vertex)
 
 
 def known_schemes() -> list[str]:
@@ -62,16 +69,21 @@ def open_registry(uri: str | os.PathLike) -> ModelRegistry:
     """Opens the registry that `uri` addresses.
 
     Args:
-      uri: a local folder (`/data/registry`, `./registry`, `file:///data/registry`) or a
-        Cloud Storage prefix (`gs://bucket/prefix`); later `vertex://project/location`.
+      uri: a local folder (`/data/registry`, `./registry`, `file:///data/registry`), a
+        Cloud Storage prefix (`gs://bucket/prefix`), or a Cloud Storage prefix mirrored to the
+        Vertex AI Model Registry
+        (`vertex://project/region/model_prefix?staging=gs://bucket/prefix`).
 
     Raises:
-      UnsupportedRegistryError: a planned but not yet implemented scheme (vertex).
-      ValueError: an empty URI or an unknown scheme.
+      UnsupportedRegistryError: a planned but not yet implemented scheme.
+      ValueError: an empty URI, an unknown scheme, or a malformed URI of a known one.
     """
     uri = os.fspath(uri)
     if not uri:
-        raise ValueError("registry URI: empty; expected a folder path or file:///path")
+        raise ValueError(
+            "registry URI: empty; expected a folder path, file:///path, gs://bucket/prefix or "
+            "vertex://project/region/model_prefix?staging=gs://bucket/prefix"
+        )
     scheme = ""
     if "://" in uri or uri.lower().startswith("file:"):
         scheme = urllib.parse.urlparse(uri).scheme.lower()
@@ -85,6 +97,6 @@ def open_registry(uri: str | os.PathLike) -> ModelRegistry:
         )
     planned = ", ".join(f"{s}://" for s in sorted(_PLANNED))
     raise ValueError(
-        f"registry URI {uri!r}: unknown scheme {scheme!r}; implemented: {implemented}; "
-        f"planned: {planned}"
+        f"registry URI {uri!r}: unknown scheme {scheme!r}; implemented: {implemented}"
+        + (f"; planned: {planned}" if planned else "")
     )

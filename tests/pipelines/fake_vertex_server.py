@@ -278,7 +278,9 @@ class FakeVertex:
         bad = [a for a in aliases if not _VERSION_ALIAS_RE.match(a)]
         if bad:
             return _error(
-                400, "INVALID_ARGUMENT", f"version aliases {bad} must match {_VERSION_ALIAS_RE.pattern}"
+                400,
+                "INVALID_ARGUMENT",
+                f"version aliases {bad} must match {_VERSION_ALIAS_RE.pattern}",
             )
         for other_vid, other in self.models[model_id].items():
             if other_vid != vid:

@@ -1,7 +1,10 @@
-"""The behaviour every registry backend shares, run against the local folder and against GCS.
+"""The behaviour every registry backend shares, run against the local folder, GCS and Vertex.
 
 The GCS backend runs on a real emulator process on loopback (tests/gcs_emulator.py); each test
-gets its own prefix in the emulator's bucket, so tests never see each other's objects.
+gets its own prefix in the emulator's bucket, so tests never see each other's objects. The
+vertex:// backend keeps its files in the same emulator and mirrors to a loopback fake of the
+Vertex AI API (tests/pipelines/fake_vertex_server.py); its cases are skipped without the
+`vertex` extra.
 """
 
 import hashlib
@@ -14,7 +17,9 @@ import uuid
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "pipelines"))
 
+from fake_vertex_server import FakeVertex  # noqa: E402
 from gcs_emulator import emulator_fixture  # noqa: E402
 
 from components.registry import (  # noqa: E402
@@ -105,11 +110,39 @@ class GcsBackend:
         return not list(self.bucket.client.list_blobs(self.bucket, prefix=self.prefix + "/"))
 
 
-@pytest.fixture(params=["local", "gcs"])
+class VertexBackend(GcsBackend):
+    """A GcsBackend whose registry is opened as vertex://, on the same staging prefix."""
+
+    def __init__(self, emulator, fake):
+        super().__init__(emulator)
+        staging = self.uri
+        self.uri = (
+            f"vertex://{fake.project}/{fake.location}/contract?staging={staging}"
+            f"&api_endpoint={fake.endpoint}"
+        )
+
+
+@pytest.fixture
+def vertex_api(monkeypatch):
+    """A loopback fake of the Vertex AI API, and credentials that need no Google account."""
+    pytest.importorskip("google.cloud.aiplatform")
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (AnonymousCredentials(), None))
+    fake = FakeVertex()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(params=["local", "gcs", "vertex"])
 def backend(request, tmp_path):
     if request.param == "local":
         return LocalBackend(tmp_path)
-    return GcsBackend(request.getfixturevalue("gcs"))
+    if request.param == "gcs":
+        return GcsBackend(request.getfixturevalue("gcs"))
+    return VertexBackend(request.getfixturevalue("gcs"), request.getfixturevalue("vertex_api"))
 
 
 @pytest.fixture
