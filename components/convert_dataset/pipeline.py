@@ -68,7 +68,6 @@ _STATS_DIR = outputs.STATS_DIR
 _BAD_TAG = "bad"
 # Kept here under their old names: tests and callers reach them through this module.
 _pipeline_runner_and_options = runners.pipeline_runner_and_options
-_NO_TIMED_FLUSH_MS = runners.NO_TIMED_FLUSH_MS
 
 
 def _normalize_compression(compression: str | None) -> str | None:

@@ -407,12 +407,11 @@ def test_a_record_the_runner_loses_fails_the_conversion(monkeypatch, tmp_path):
     assert not out.exists() or os.listdir(out) == []
 
 
-def test_multi_threading_workers_flush_by_size_only():
-    from apache_beam.transforms import environments
+def test_local_grpc_workers_flush_by_size_only():
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
     runner, options = pipeline._pipeline_runner_and_options([], "multi_threading", 2)
-    # The in-process gRPC workers of 'multi_threading', without the timed flush that races.
-    assert runner._default_environment == environments.EmbeddedPythonGrpcEnvironment(
-        data_buffer_time_limit_ms=pipeline._NO_TIMED_FLUSH_MS
-    )
+    # No timed flush of the data streams, whose race loses elements (see runners.py).
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
+    assert options.get_all_options()["direct_running_mode"] == "multi_threading"
     assert options.get_all_options()["direct_num_workers"] == 2
