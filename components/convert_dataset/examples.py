@@ -1,7 +1,9 @@
 """Feature dicts → tf.train.Example, and the one serialization every shard uses.
 
 Sources produce plain dicts keyed by names from `vision_core.dataloaders.tf_example_keys`; this
-module is the only place that knows how Python values map onto tf.train.Feature lists.
+module is the only place that knows how Python values map onto tf.train.Feature lists. The
+messages are `tfrecord`'s TensorFlow-free twins of tf.train.Example (same bytes), so conversion
+workers never import TensorFlow; a ready `tf.train.Feature` is accepted too.
 """
 
 from __future__ import annotations
@@ -12,31 +14,35 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+
+from components.convert_dataset import tfrecord
 
 
-def bytes_feature(values: bytes | str | Sequence[bytes | str]) -> tf.train.Feature:
+def bytes_feature(values: bytes | str | Sequence[bytes | str]) -> Any:
     if isinstance(values, bytes | str):
         values = [values]
     encoded = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=encoded))
+    return tfrecord.Feature(bytes_list=tfrecord.BytesList(value=encoded))
 
 
-def int64_feature(values: int | Sequence[int]) -> tf.train.Feature:
+def int64_feature(values: int | Sequence[int]) -> Any:
     if isinstance(values, numbers.Integral):
         values = [values]
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    return tfrecord.Feature(int64_list=tfrecord.Int64List(value=[int(v) for v in values]))
 
 
-def float_feature(values: float | Sequence[float]) -> tf.train.Feature:
+def float_feature(values: float | Sequence[float]) -> Any:
     if isinstance(values, numbers.Real):
         values = [values]
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+    return tfrecord.Feature(float_list=tfrecord.FloatList(value=[float(v) for v in values]))
 
 
-def _to_feature(key: str, value: Any) -> tf.train.Feature:
-    if isinstance(value, tf.train.Feature):
+def _to_feature(key: str, value: Any) -> Any:
+    if isinstance(value, tfrecord.Feature):
         return value
+    if type(value).__name__ == "Feature" and hasattr(value, "SerializeToString"):
+        # A tf.train.Feature (TensorFlow's own class): same wire format.
+        return tfrecord.Feature.FromString(value.SerializeToString())
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if isinstance(value, bytes | str):
@@ -56,7 +62,7 @@ def _to_feature(key: str, value: Any) -> tf.train.Feature:
     raise TypeError(f"feature {key!r} has unsupported type {type(value).__name__}")
 
 
-def _list_feature(key: str, values: Sequence[Any]) -> tf.train.Feature:
+def _list_feature(key: str, values: Sequence[Any]) -> Any:
     if all(isinstance(v, bytes | str) for v in values):
         return bytes_feature(values)
     if all(isinstance(v, numbers.Integral) for v in values):
@@ -67,20 +73,20 @@ def _list_feature(key: str, values: Sequence[Any]) -> tf.train.Feature:
     raise TypeError(f"feature {key!r} mixes value types: {kinds}")
 
 
-def build_example(features: Mapping[str, Any]) -> tf.train.Example:
-    """A tf.train.Example from {key: value}.
+def build_example(features: Mapping[str, Any]) -> Any:
+    """A tf.train.Example (`tfrecord.Example`) from {key: value}.
 
     Values may be bytes/str (bytes_list), ints (int64_list), floats (float_list), non-empty lists
-    or numpy arrays of one of those, or a ready `tf.train.Feature` (needed for empty lists).
+    or numpy arrays of one of those, or a ready Feature (needed for empty lists).
     """
-    return tf.train.Example(
-        features=tf.train.Features(
+    return tfrecord.Example(
+        features=tfrecord.Features(
             feature={key: _to_feature(key, value) for key, value in features.items()}
         )
     )
 
 
-def serialize(example: tf.train.Example) -> bytes:
+def serialize(example: Any) -> bytes:
     """Deterministic serialization: protobuf maps otherwise have no guaranteed key order, and shards
     must be byte-identical from run to run."""
     return example.SerializeToString(deterministic=True)

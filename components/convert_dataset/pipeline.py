@@ -2,9 +2,15 @@
 
 Graph (one pipeline for all splits):
 
-  refs.jsonl (listed and sorted in the launcher, shard = sorted index mod num_shards)
-    → Load + encode tf.Example (workers)            ──bad──▶ ToList → bad_records.jsonl
-    → (split, shard) → GroupByKey → sort by key → write shard + its statistics file
+  shards.jsonl: one line per (split, shard) with its record references, listed and sorted in
+  the launcher (shard = sorted index mod num_shards)
+    → Reshuffle (spreads the shards over the workers)
+    → per shard, on a worker: load + encode each record in key order, append it to the
+      shard's TFRecord file, then write the shard's statistics   ──bad──▶ bad_records.jsonl
+
+Records never pass through the runner, only the shard lines and bad-record entries do: memory
+is one record per worker whatever the dataset's size (a shuffle of the encoded records held the
+whole dataset in the runner), and there is no serialization of records between stages.
 
 Determinism: the shard of a record depends only on its position in the sorted key list, records
 inside a shard are written in key order and examples are serialized deterministically, so the same
@@ -30,11 +36,10 @@ import posixpath
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
-import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.convert_dataset import (
@@ -47,6 +52,7 @@ from components.convert_dataset import (
     runners,
     shapes,
     sources,
+    tfrecord,
 )
 from components.convert_dataset import progress as progress_lib
 from components.convert_dataset.sharding import (  # noqa: F401 (public names here too)
@@ -78,14 +84,28 @@ def _normalize_compression(compression: str | None) -> str | None:
     raise errors.ConversionError(f"compression must be None or 'gzip', got {compression!r}")
 
 
-class _LoadDoFn(beam.DoFn):
-    """Loads one record and encodes it; bad records go to the `bad` output.
+class _WriteShardDoFn(beam.DoFn):
+    """Converts one shard: loads its records in key order, writes each to the shard's TFRecord
+    file as it goes, then the shard's statistics file; bad records go to the `bad` output.
 
+    The element is one manifest line, {split, shard, refs}. Records never travel through the
+    runner: it moves only these lines and the bad-record entries, so memory stays that of one
+    record per worker whatever the dataset's size, and the shard is the unit of parallelism.
     With a `progress_dir`, each instance also keeps its running counts in a file there.
     """
 
-    def __init__(self, source: sources.Source, progress_dir: str | None = None):
+    def __init__(
+        self,
+        source: sources.Source,
+        tmp_dir: str,
+        num_shards: Mapping[str, int],
+        compression: str | None,
+        progress_dir: str | None = None,
+    ):
         self._source = source
+        self._tmp_dir = tmp_dir
+        self._num_shards = dict(num_shards)
+        self._compression = compression
         self._progress_dir = progress_dir
         self._progress: progress_lib.ProgressWriter | None = None
 
@@ -97,67 +117,54 @@ class _LoadDoFn(beam.DoFn):
         if self._progress is not None:
             self._progress.flush()
 
+    def _count(self, bad: bool = False) -> None:
+        if self._progress is not None:
+            self._progress.count(bad=bad)
+
     def process(self, line: str) -> Iterator[Any]:
         item = json.loads(line)
-        shard, ref = item["shard"], sources.RecordRef.from_json(item["ref"])
         # The output split: the source's split renamed (VOC's 'val' written as 'validation').
-        split = item.get("split", ref.split)
-        try:
-            record = self._source.load(ref)
-            serialized = examples.serialize(examples.build_example(record.features))
-        except errors.BadRecordError as e:
-            if self._progress is not None:
-                self._progress.count(bad=True)
-            yield beam.pvalue.TaggedOutput(
-                _BAD_TAG,
-                {
-                    "split": split,
-                    "record_id": ref.key,
-                    "path": e.path,
-                    "reason": e.reason,
-                    "detail": e.detail,
-                },
-            )
-            return
-        hist = {str(k): v for k, v in record.class_histogram.items()}
-        stats = report.record_stats(record.features, record.class_histogram)
-        if self._progress is not None:
-            self._progress.count()
-        yield (split, shard), (ref.key, serialized, hist, stats)
-
-
-class _WriteShardDoFn(beam.DoFn):
-    """Writes one shard's records in key order, then its statistics beside it."""
-
-    def __init__(self, tmp_dir: str, num_shards: Mapping[str, int], compression: str | None):
-        self._tmp_dir = tmp_dir
-        self._num_shards = dict(num_shards)
-        self._compression = compression
-
-    def process(self, element: tuple[tuple[str, int], Iterable[Any]]) -> Iterator[str]:
-        (split, shard), values = element
-        # None placeholders make every shard exist, even one no record landed in.
-        records = sorted((v for v in values if v is not None), key=lambda r: r[0])
+        split, shard = item["split"], item["shard"]
+        refs = [sources.RecordRef.from_json(text) for text in item["refs"]]
         name = shard_name(split, shard, self._num_shards[split], self._compression)
-        options = tf.io.TFRecordOptions(compression_type=self._compression or "")
-        # TensorFlow's writer needs a real file (its gs:// support bypasses Beam's filesystems and
-        # so the credentials and emulator settings the pipeline uses): write locally, then move.
-        with (
-            _fs.local_file_for(_fs.join(self._tmp_dir, name)) as local_path,
-            tf.io.TFRecordWriter(local_path, options=options) as writer,
-        ):
-            for _, serialized, _, _ in records:
-                writer.write(serialized)
+        written: list[list[str]] = []
         histogram: Counter[str] = Counter()
         record_stats: dict[str, Any] = {}
-        for _, _, hist, stats in records:
-            histogram.update(hist)
-            report.merge(record_stats, stats)
+        bad = []
+        # Written to a local file, then moved (on gs:// uploaded through Beam's filesystems,
+        # with the credentials and emulator settings the pipeline uses).
+        with (
+            _fs.local_file_for(_fs.join(self._tmp_dir, name)) as local_path,
+            tfrecord.TFRecordWriter(local_path, self._compression) as writer,
+        ):
+            for ref in refs:
+                try:
+                    record = self._source.load(ref)
+                    serialized = examples.serialize(examples.build_example(record.features))
+                except errors.BadRecordError as e:
+                    self._count(bad=True)
+                    bad.append(
+                        {
+                            "split": split,
+                            "record_id": ref.key,
+                            "path": e.path,
+                            "reason": e.reason,
+                            "detail": e.detail,
+                        }
+                    )
+                    continue
+                writer.write(serialized)
+                written.append([ref.key, examples.sha256_hex(serialized)])
+                histogram.update({str(k): v for k, v in record.class_histogram.items()})
+                report.merge(
+                    record_stats, report.record_stats(record.features, record.class_histogram)
+                )
+                self._count()
         stats = {
             "split": split,
             "shard": shard,
             "file": name,
-            "records": [[key, examples.sha256_hex(data)] for key, data, _, _ in records],
+            "records": written,
             "class_histogram": dict(histogram),
             "report": record_stats,
         }
@@ -165,6 +172,8 @@ class _WriteShardDoFn(beam.DoFn):
             _fs.join(self._tmp_dir, _STATS_DIR, f"{split}-{shard:05d}.json"),
             json.dumps(stats, sort_keys=True),
         )
+        for entry in bad:
+            yield beam.pvalue.TaggedOutput(_BAD_TAG, entry)
         yield name
 
 
@@ -184,29 +193,25 @@ def _build(
     p: beam.Pipeline,
     source: sources.Source,
     manifest: str,
-    shard_keys: Sequence[tuple[str, int]],
     tmp_dir: str,
     num_shards: Mapping[str, int],
     compression: str | None,
     progress_dir: str | None = None,
 ) -> None:
-    loaded = (
+    converted = (
         p
         # A manifest file rather than beam.Create: Create would embed every reference in the
-        # pipeline graph, which remote runners limit in size.
+        # pipeline graph, which remote runners limit in size. One line per shard.
         | "ReadManifest" >> beam.io.ReadFromText(manifest)
-        | "LoadAndEncode"
-        >> beam.ParDo(_LoadDoFn(source, progress_dir)).with_outputs(_BAD_TAG, main="good")
-    )
-    placeholders = p | "AllShards" >> beam.Create([(key, None) for key in shard_keys])
-    _ = (
-        (loaded.good, placeholders)
-        | "Merge" >> beam.Flatten()
-        | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(_WriteShardDoFn(tmp_dir, num_shards, compression))
+        # Breaks fusion with the read, so the shards spread over the workers.
+        | "SpreadShards" >> beam.Reshuffle()
+        | "ConvertShards"
+        >> beam.ParDo(
+            _WriteShardDoFn(source, tmp_dir, num_shards, compression, progress_dir)
+        ).with_outputs(_BAD_TAG, main="shards")
     )
     _ = (
-        loaded[_BAD_TAG]
+        converted[_BAD_TAG]
         | "CollectBad" >> beam.combiners.ToList()
         | "WriteBad" >> beam.ParDo(_WriteBadRecordsDoFn(_fs.join(tmp_dir, BAD_RECORDS_FILE)))
     )
@@ -458,13 +463,15 @@ def _convert(
     tmp_dir = _fs.join(output_dir, f"{_TMP_DIR_PREFIX}{uuid.uuid4().hex}")
     _fs.makedirs(_fs.join(tmp_dir, _STATS_DIR))
     try:
-        manifest = _fs.join(tmp_dir, "refs.jsonl")
+        manifest = _fs.join(tmp_dir, "shards.jsonl")
+        by_shard: dict[tuple[str, int], list[str]] = {key: [] for key in shard_keys}
+        for split, shard, ref in refs:
+            by_shard[(split, shard)].append(ref.to_json())
         _fs.write_text_atomic(
             manifest,
             "".join(
-                json.dumps({"split": split, "shard": shard, "ref": ref.to_json()}, sort_keys=True)
-                + "\n"
-                for split, shard, ref in refs
+                json.dumps({"split": split, "shard": shard, "refs": lines}, sort_keys=True) + "\n"
+                for (split, shard), lines in by_shard.items()
             ),
         )
         progress_dir = _fs.join(tmp_dir, progress_lib.PROGRESS_DIR) if on_progress else None
@@ -474,7 +481,7 @@ def _convert(
             else contextlib.nullcontext()
         )
         with monitor, beam.Pipeline(runner=runner, options=options) as p:
-            _build(p, src, manifest, shard_keys, tmp_dir, shard_counts, compression, progress_dir)
+            _build(p, src, manifest, tmp_dir, shard_counts, compression, progress_dir)
         bad_path = _fs.join(tmp_dir, BAD_RECORDS_FILE)
         bad = [json.loads(line) for line in _fs.read_bytes(bad_path).decode().splitlines()]
         if strict and bad:

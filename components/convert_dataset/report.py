@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import bisect
 import io
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from components.convert_dataset import _fs
+from components.convert_dataset import _fs, tfrecord
 from vision_core.dataloaders import tf_example_keys as keys
 from vision_core.utils import visualization
 
@@ -60,7 +60,7 @@ IGNORE_LABEL = 255
 
 def _values(value: Any) -> list[Any]:
     """The values of a feature as the sources give it: a tf.train.Feature, array, list or scalar."""
-    if isinstance(value, tf.train.Feature):
+    if isinstance(value, tfrecord.Feature) or type(value).__name__ == "Feature":
         kind = value.WhichOneof("kind")
         return list(getattr(value, kind).value) if kind else []
     if isinstance(value, np.ndarray):
@@ -398,8 +398,8 @@ def _first_records(
                 return found
             # A local copy on gs://: TensorFlow's own gs:// access bypasses Beam's filesystems.
             with _fs.local_copy(_fs.join(tmp_dir, name)) as local_path:
-                dataset = tf.data.TFRecordDataset(local_path, compression)
-                found += [(split, name, r.numpy()) for r in dataset.take(limit - len(found))]
+                records = tfrecord.read_records(local_path, compression or None)
+                found += [(split, name, r) for r in itertools.islice(records, limit - len(found))]
     return found
 
 
@@ -421,7 +421,7 @@ def example_tile(
 ) -> np.ndarray:
     """One record drawn for the grid: boxes and class names (detection), the mask over the image
     (segmentation) or the class name (classification) under a caption."""
-    feature = tf.train.Example.FromString(serialized).features.feature
+    feature = tfrecord.Example.FromString(serialized).features.feature
     image = _decode(feature[keys.IMAGE_ENCODED].bytes_list.value[0], "RGB")
     height, width = image.shape[:2]
     scale = EXAMPLE_TILE / max(height, width)
@@ -495,7 +495,7 @@ def write(
                 {
                     "split": split,
                     "file": name,
-                    "source_id": tf.train.Example.FromString(data)
+                    "source_id": tfrecord.Example.FromString(data)
                     .features.feature[keys.IMAGE_SOURCE_ID]
                     .bytes_list.value[0]
                     .decode("utf-8", "replace"),
