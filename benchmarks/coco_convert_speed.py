@@ -10,7 +10,8 @@ launcher plus Beam's worker processes, or Model Garden's pool), sampled every 0.
 Runs:
   ours, DirectRunner multi_processing, 1 and 2 workers, on --num-images images;
   Model Garden (reference venv) with its default pool (one process per core) and with 1 process;
-  ours with 2 workers on each --memory-images count, for peak memory against the image count.
+  ours with 2 workers on each --memory-images count, for peak memory against the image count
+  (and Model Garden on the same counts, for the speed ratio at each size).
 
 Prints one JSON object:
     python benchmarks/coco_convert_speed.py [--num-images 2000] [--memory-images 2000,8000]
@@ -253,11 +254,23 @@ def main() -> None:
                 if count == n
                 else ours(inputs, count, 2, os.path.join(tmp, key))
             )
-            memory[str(count)] = {
+            entry = memory[str(count)] = {
                 "peak_rss_mib": run["peak_rss_mib"],
                 "seconds": run["seconds"],
                 "images_per_s": run["images_per_s"],
             }
+            if not args.skip_modelgarden:
+                mg_run = (
+                    runs["modelgarden_default_pool"]
+                    if count == n
+                    else modelgarden(
+                        args.modelgarden_python, inputs, count, None, os.path.join(tmp, f"m{count}")
+                    )
+                )
+                entry["modelgarden"] = mg_run
+                entry["ratio_vs_modelgarden"] = round(
+                    run["images_per_s"] / mg_run["images_per_s"], 2
+                )
     print(json.dumps(result, indent=2))
 
 

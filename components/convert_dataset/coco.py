@@ -217,6 +217,8 @@ class CocoSource:
     category_ids: tuple[int, ...] = dataclasses.field(default=(), init=False)
     class_names: tuple[str, ...] = dataclasses.field(default=(), init=False)
     _datasets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+    # {category id: name} of every converted split; small, so workers keep it.
+    _categories: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
     _notes: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -235,6 +237,7 @@ class CocoSource:
             raise errors.ConversionError(
                 f"no categories in {', '.join(self.annotation_file(s) for s in self.splits)}"
             )
+        self._categories = names
         if self.keep_category_ids:
             if self.splits and min(names) < 1:
                 raise errors.ConversionError(
@@ -252,7 +255,8 @@ class CocoSource:
             self.class_names = (BACKGROUND, *(names[c] for c in self.category_ids))
 
     def __getstate__(self) -> dict[str, Any]:
-        # Workers re-read the JSON themselves: shipping the parsed annotations inside the
+        # Workers get each image's annotations in its reference (`RecordRef.payload`), and the
+        # groundtruth is written by the launcher: shipping the parsed annotations inside the
         # pipeline would make it as large as the dataset's annotations.
         state = dict(self.__dict__)
         state["_datasets"] = {}
@@ -375,8 +379,15 @@ class CocoSource:
                     notes["boxes_clipped"] += checked.clipped
                     notes["boxes_dropped_zero_area"] += checked.dropped
                     notes["images_without_objects"] += not checked.objects
+            # The image's entry and annotations ride along, so a worker never parses the
+            # annotation file (hundreds of MB for COCO train, once per worker process).
+            payload = None
+            if problem is None:
+                payload = {"image": image, "annotations": dataset["by_image"][image["id"]]}
             refs.append(
-                RecordRef(split, name, {"image": path, "image_id": str(image["id"])}, problem)
+                RecordRef(
+                    split, name, {"image": path, "image_id": str(image["id"])}, problem, payload
+                )
             )
         if not refs:
             raise errors.ConversionError(
@@ -408,9 +419,14 @@ class CocoSource:
     def load(self, ref: RecordRef) -> Record:
         if ref.problem is not None:
             raise errors.BadRecordError(*ref.problem)
-        dataset = self._dataset(ref.split)
         image_id = int(ref.paths["image_id"])
-        entry = dataset["images"][image_id]
+        if ref.payload is not None:
+            entry, annotations = ref.payload["image"], ref.payload["annotations"]
+            categories = self._categories
+        else:
+            dataset = self._dataset(ref.split)
+            entry, annotations = dataset["images"][image_id], dataset["by_image"][image_id]
+            categories = dataset["categories"]
         path = ref.paths["image"]
         image = self._read_image(path)
         if (image.height, image.width) != (entry["height"], entry["width"]):
@@ -420,7 +436,7 @@ class CocoSource:
                 f"image is {image.height}x{image.width} (HxW) but the annotation file says "
                 f"{entry['height']}x{entry['width']} for image id {image_id}",
             )
-        checked = check_objects(entry, dataset["by_image"][image_id], dataset["categories"])
+        checked = check_objects(entry, annotations, categories)
         if checked.problem is not None:  # The listing found none; the JSON changed since.
             raise errors.BadRecordError(checked.problem[0], path, checked.problem[1])
         class_ids = self.class_ids

@@ -28,12 +28,16 @@ class RecordRef:
       paths: Named input files, e.g. {'image': ..., 'mask': ...}, plus the values named in
         `NON_FILE_KEYS` (the image id, the class name).
       problem: A defect found while listing, as (reason, path, detail); `load` reports it.
+      payload: JSON data the launcher already holds and `load` needs (e.g. the image's COCO
+        annotations), so that workers need not read a whole annotation file each: it travels
+        in the manifest, one shard's worth at a time.
     """
 
     split: str
     key: str
     paths: Mapping[str, str]
     problem: tuple[str, str, str] | None = None
+    payload: Mapping[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -42,6 +46,7 @@ class RecordRef:
                 "key": self.key,
                 "paths": dict(self.paths),
                 "problem": self.problem,
+                "payload": self.payload,
             },
             sort_keys=True,
         )
@@ -50,7 +55,7 @@ class RecordRef:
     def from_json(cls, text: str) -> RecordRef:
         data = json.loads(text)
         problem = tuple(data["problem"]) if data["problem"] is not None else None
-        return cls(data["split"], data["key"], data["paths"], problem)
+        return cls(data["split"], data["key"], data["paths"], problem, data.get("payload"))
 
 
 @dataclasses.dataclass(frozen=True)
