@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from components.convert_dataset import _fs, errors, examples, images, rle
+from components.convert_dataset import _fs, coco, errors, examples, images, records, rle
 from components.convert_dataset.records import Record, RecordRef, image_features
 from vision_core.dataloaders import tf_example_keys as keys
 
@@ -192,15 +192,6 @@ class _Object:
         return {"size": [height, width], "counts": rle.compress_counts(counts)}
 
 
-def _read(path: str, missing: str, unreadable: str) -> bytes:
-    """Reads a file; a missing or unreadable one is a bad record, not a crash."""
-    try:
-        return _fs.read_bytes(path)
-    except Exception as e:  # tf.errors.NotFoundError, PermissionDeniedError, ...
-        reason = unreadable if _fs.exists(path) else missing
-        raise errors.BadRecordError(reason, path, f"cannot read ({type(e).__name__}: {e})") from e
-
-
 def _unknown_ids_error(path: str, ids: Iterable[int]) -> errors.BadRecordError:
     shown = sorted(int(i) for i in ids)
     return errors.BadRecordError(
@@ -238,7 +229,7 @@ def instance_map(data: bytes, path: str, size: tuple[int, int] | None = None) ->
         `mask_size_mismatch`, `unknown_category` (a value whose label id is not in the table) or
         `annotation_invalid` (an object index on a label without instances).
     """
-    image = images._open(data, path, errors.MASK_CORRUPT, errors.MASK_TRUNCATED)
+    image = images.open_label_png(data, path)
     if image.mode not in _INSTANCE_MODES:
         bands = len(image.getbands())
         if bands != 1:
@@ -253,13 +244,8 @@ def instance_map(data: bytes, path: str, size: tuple[int, int] | None = None) ->
             path,
             f"instance ids have mode {image.mode}; expected integer ids (8 or 16 bit)",
         )
-    width, height = image.size
-    if size is not None and (height, width) != tuple(size):
-        raise errors.BadRecordError(
-            errors.MASK_SIZE_MISMATCH,
-            path,
-            f"instance ids are {height}x{width} (HxW) but the image is {size[0]}x{size[1]}",
-        )
+    if size is not None:
+        images.check_label_size(image, path, size, "instance ids are", "the image")
     values = np.asarray(image).astype(np.int64)
     if values.min() < 0 or values.max() > _MAX_INSTANCE_VALUE:
         bad = np.unique(values[(values < 0) | (values > _MAX_INSTANCE_VALUE)])
@@ -308,7 +294,7 @@ def find_objects(values: np.ndarray) -> list[_Object]:
 
 
 @dataclasses.dataclass
-class CityscapesSource:
+class CityscapesSource(records.ListingNotes):
     """Cityscapes images with their gtFine annotations (see the module docstring).
 
     Attributes:
@@ -437,18 +423,13 @@ class CityscapesSource:
         self._refs[split] = refs
         return refs
 
-    def listing_notes(self, split: str) -> dict[str, int]:
-        return dict(self._notes.get(split, {}))
-
     def load(self, ref: RecordRef) -> Record:
-        if ref.problem is not None:
-            raise errors.BadRecordError(*ref.problem)
+        records.check_listed(ref)
         image_path, label_path = ref.paths["image"], ref.paths["mask"]
-        image_data = _read(image_path, errors.IMAGE_MISSING, errors.IMAGE_CORRUPT)
-        image = images.decode_image(image_data, image_path)
+        image = records.read_image(image_path)
         size = (image.height, image.width)
         features = image_features(ref.key, image_path, image)
-        label_data = _read(label_path, errors.MASK_MISSING, errors.MASK_CORRUPT)
+        label_data = records.read_file(label_path, errors.MASK_MISSING, errors.MASK_CORRUPT)
         if self.task == "segmentation":
             mask = train_id_mask(label_data, label_path, size)
             features[keys.SEGMENTATION_CLASS_ENCODED] = images.encode_mask_png(mask)
@@ -459,22 +440,8 @@ class CityscapesSource:
         values = instance_map(label_data, label_path, size)
         objects = find_objects(values)
         features[keys.IMAGE_SOURCE_ID] = ref.paths["image_id"]
-        height, width = float(image.height), float(image.width)
-        # Model Garden's boxes: normalized by the image size.
-        for key, coord, extent in (
-            (keys.OBJECT_BBOX_XMIN, 0, width),
-            (keys.OBJECT_BBOX_YMIN, 1, height),
-            (keys.OBJECT_BBOX_XMAX, 2, width),
-            (keys.OBJECT_BBOX_YMAX, 3, height),
-        ):
-            features[key] = examples.float_feature([o.box[coord] / extent for o in objects])
         labels = [o.class_id for o in objects]
-        features[keys.OBJECT_CLASS_LABEL] = examples.int64_feature(labels)
-        features[keys.OBJECT_CLASS_TEXT] = examples.bytes_feature(
-            [self.class_names[label] for label in labels]
-        )
-        features[keys.OBJECT_IS_CROWD] = examples.int64_feature([o.is_crowd for o in objects])
-        features[keys.OBJECT_AREA] = examples.float_feature([float(o.area) for o in objects])
+        features.update(coco.object_features(objects, labels, self.class_names, image))
         if self.include_masks:
             features[keys.OBJECT_MASK] = examples.bytes_feature(
                 [images.encode_mask_png(o.mask(image.height, image.width)) for o in objects]
@@ -489,7 +456,9 @@ class CityscapesSource:
         image_id = int(ref.paths["image_id"])
         path = ref.paths["mask"]
         # The image itself is not read: its record was written, so it has the label's size.
-        values = instance_map(_read(path, errors.MASK_MISSING, errors.MASK_CORRUPT), path)
+        values = instance_map(
+            records.read_file(path, errors.MASK_MISSING, errors.MASK_CORRUPT), path
+        )
         height, width = values.shape
         entry = {
             "id": image_id,

@@ -30,12 +30,12 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from components.convert_dataset import _fs, errors, examples, images, rle
+from components.convert_dataset import _fs, errors, examples, images, records, rle
 from components.convert_dataset.records import Record, RecordRef, image_features
 from vision_core.dataloaders import tf_example_keys as keys
 
@@ -139,7 +139,7 @@ def check_objects(
 
 
 def object_features(
-    objects: Sequence[_Object],
+    objects: Sequence[Any],
     labels: Sequence[int],
     class_names: Sequence[str],
     image: images.DecodedImage,
@@ -147,7 +147,8 @@ def object_features(
     """Model Garden's per-object detection features of checked objects.
 
     Boxes are normalized by the image size; `labels[i]` is the class id (1..N) of `objects[i]`
-    and `class_names[label]` its name.
+    and `class_names[label]` its name. An object is anything with `box` (x0, y0, x1, y1 in
+    pixels), `is_crowd` and `area` (the COCO and Cityscapes sources' objects alike).
     """
     height, width = float(image.height), float(image.width)
     features: dict[str, Any] = {}
@@ -190,8 +191,130 @@ def _instance_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     raise ValueError(f"expected polygons or an RLE dict, got {type(segmentation).__name__}")
 
 
+@dataclasses.dataclass(frozen=True)
+class CocoJson:
+    """A COCO-style annotation file, indexed.
+
+    Attributes:
+      data: The parsed JSON object.
+      images: {image id: {'id', 'file_name', 'height', 'width'}}.
+      annotations: {image id: [annotation, ...]} for every image, in file order.
+      categories: {category id: what `parse_category` made of the entry}.
+      orphans: How many annotations name no listed image (they are left out).
+    """
+
+    data: dict[str, Any]
+    images: dict[int, dict[str, Any]]
+    annotations: dict[int, list[dict[str, Any]]]
+    categories: dict[int, Any]
+    orphans: int
+
+
+def read_coco_json(path: str, parse_category: Callable[[Mapping[str, Any]], Any]) -> CocoJson:
+    """Reads and indexes a COCO-style JSON (instances or panoptic) that exists at `path`.
+
+    Args:
+      path: The annotation file.
+      parse_category: Makes the value kept for one `categories` entry; KeyError, TypeError or
+        ValueError from it mean a malformed entry.
+
+    Raises:
+      ConversionError: invalid JSON, no 'images' list, a malformed category or image entry, or
+        an image id listed twice.
+    """
+    try:
+        data = json.loads(_fs.read_bytes(path))
+    except ValueError as e:
+        raise errors.ConversionError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise errors.ConversionError(f"{path}: expected a COCO object with an 'images' list")
+    categories = {}
+    for cat in data.get("categories") or []:
+        try:
+            categories[int(cat["id"])] = parse_category(cat)
+        except (KeyError, TypeError, ValueError) as e:
+            raise errors.ConversionError(f"{path}: malformed category {cat!r}") from e
+    by_id: dict[int, dict[str, Any]] = {}
+    for image in data["images"]:
+        try:
+            image_id = int(image["id"])
+            entry = {
+                "id": image_id,
+                "file_name": str(image["file_name"]),
+                "height": int(image["height"]),
+                "width": int(image["width"]),
+            }
+        except (KeyError, TypeError, ValueError) as e:
+            raise errors.ConversionError(
+                f"{path}: image entries need id, file_name, height and width; got {image!r}"
+            ) from e
+        if image_id in by_id:
+            raise errors.ConversionError(f"{path}: image id {image_id} appears twice")
+        by_id[image_id] = entry
+    by_image: dict[int, list[dict[str, Any]]] = {i: [] for i in by_id}
+    orphans = 0
+    for ann in data.get("annotations") or []:
+        try:
+            image_id = int(ann["image_id"])
+        except (KeyError, TypeError, ValueError):
+            image_id = None
+        if image_id in by_image:
+            by_image[image_id].append(ann)
+        else:
+            orphans += 1
+    return CocoJson(data, by_id, by_image, categories, orphans)
+
+
+def merge_categories(
+    per_split: Iterable[tuple[str, Mapping[int, Any]]],
+    conflict: Callable[[int, Any, Any, str], str],
+) -> dict[int, Any]:
+    """The categories of all converted splits, which must agree.
+
+    Args:
+      per_split: (annotation file, {category id: entry}) of each split, in split order; read
+        lazily, so a conflict is reported before later splits are loaded.
+      conflict: The error message for a category id whose entry differs between splits, from
+        (category id, the entry seen first, the other entry, the other's annotation file).
+
+    Raises:
+      ConversionError: a conflict, or splits with no category at all.
+    """
+    merged: dict[int, Any] = {}
+    paths = []
+    for path, categories in per_split:
+        paths.append(path)
+        for cat_id, entry in categories.items():
+            if merged.setdefault(cat_id, entry) != entry:
+                raise errors.ConversionError(conflict(cat_id, merged[cat_id], entry, path))
+    if paths and not merged:
+        raise errors.ConversionError(f"no categories in {', '.join(paths)}")
+    return merged
+
+
+class CocoJsonSource(records.ListingNotes):
+    """What the sources reading a COCO-style JSON share: class i is `category_ids[i - 1]`, and
+    the parsed annotation files they cache in `_datasets` are not pickled."""
+
+    category_ids: tuple[int, ...]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers need no parsed annotation file: the COCO source sends each image's
+        # annotations in its reference (`RecordRef.payload`) and the panoptic one re-reads its
+        # JSON, while groundtruth is written by the launcher. Shipping them inside the pipeline
+        # would make it as large as the dataset's annotations.
+        state = dict(self.__dict__)
+        state["_datasets"] = {}
+        return state
+
+    @property
+    def class_ids(self) -> dict[int, int]:
+        """{COCO category id: contiguous class id, from 1}."""
+        return {c: i for i, c in enumerate(self.category_ids, start=1)}
+
+
 @dataclasses.dataclass
-class CocoSource:
+class CocoSource(CocoJsonSource):
     """COCO instances JSON + image folder per split (see the module docstring).
 
     Attributes:
@@ -225,18 +348,13 @@ class CocoSource:
         self.splits = tuple(self.splits)
         self.annotation_files = dict(self.annotation_files or {})
         self.image_dirs = dict(self.image_dirs or {})
-        names: dict[int, str] = {}
-        for split in self.splits:
-            for cat_id, name in self._dataset(split)["categories"].items():
-                if names.setdefault(cat_id, name) != name:
-                    raise errors.ConversionError(
-                        f"category {cat_id} is named {names[cat_id]!r} in one split and "
-                        f"{name!r} in {self.annotation_file(split)}; the splits must agree"
-                    )
-        if self.splits and not names:
-            raise errors.ConversionError(
-                f"no categories in {', '.join(self.annotation_file(s) for s in self.splits)}"
-            )
+        names: dict[int, str] = merge_categories(
+            ((self.annotation_file(s), self._dataset(s)["categories"]) for s in self.splits),
+            lambda cat_id, first, other, path: (
+                f"category {cat_id} is named {first!r} in one split and {other!r} in {path}; "
+                "the splits must agree"
+            ),
+        )
         self._categories = names
         if self.keep_category_ids:
             if self.splits and min(names) < 1:
@@ -253,19 +371,6 @@ class CocoSource:
         else:
             self.category_ids = tuple(sorted(names))
             self.class_names = (BACKGROUND, *(names[c] for c in self.category_ids))
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Workers get each image's annotations in its reference (`RecordRef.payload`), and the
-        # groundtruth is written by the launcher: shipping the parsed annotations inside the
-        # pipeline would make it as large as the dataset's annotations.
-        state = dict(self.__dict__)
-        state["_datasets"] = {}
-        return state
-
-    @property
-    def class_ids(self) -> dict[int, int]:
-        """{COCO category id: contiguous class id}."""
-        return {c: i for i, c in enumerate(self.category_ids, start=1)}
 
     def annotation_file(self, split: str) -> str:
         if split in self.annotation_files:
@@ -298,52 +403,13 @@ class CocoSource:
                 f"split {split!r}: annotation file {path} does not exist; the 'coco' source "
                 "expects annotations/instances_<split>.json + images/<split>/ or explicit paths"
             )
-        try:
-            data = json.loads(_fs.read_bytes(path))
-        except ValueError as e:
-            raise errors.ConversionError(f"{path} is not valid JSON: {e}") from e
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise errors.ConversionError(f"{path}: expected a COCO object with an 'images' list")
-        categories = {}
-        for cat in data.get("categories") or []:
-            try:
-                categories[int(cat["id"])] = str(cat.get("name", cat["id"]))
-            except (KeyError, TypeError, ValueError) as e:
-                raise errors.ConversionError(f"{path}: malformed category {cat!r}") from e
-        by_id: dict[int, dict[str, Any]] = {}
-        for image in data["images"]:
-            try:
-                image_id = int(image["id"])
-                entry = {
-                    "id": image_id,
-                    "file_name": str(image["file_name"]),
-                    "height": int(image["height"]),
-                    "width": int(image["width"]),
-                }
-            except (KeyError, TypeError, ValueError) as e:
-                raise errors.ConversionError(
-                    f"{path}: image entries need id, file_name, height and width; got {image!r}"
-                ) from e
-            if image_id in by_id:
-                raise errors.ConversionError(f"{path}: image id {image_id} appears twice")
-            by_id[image_id] = entry
-        by_image: dict[int, list[dict[str, Any]]] = {i: [] for i in by_id}
-        orphans = 0
-        for ann in data.get("annotations") or []:
-            try:
-                image_id = int(ann["image_id"])
-            except (KeyError, TypeError, ValueError):
-                image_id = None
-            if image_id in by_image:
-                by_image[image_id].append(ann)
-            else:
-                orphans += 1
+        indexed = read_coco_json(path, lambda cat: str(cat.get("name", cat["id"])))
         dataset = {
-            "images": by_id,
-            "by_image": by_image,
-            "categories": categories,
-            "orphans": orphans,
-            "info": data.get("info", {}),
+            "images": indexed.images,
+            "by_image": indexed.annotations,
+            "categories": indexed.categories,
+            "orphans": indexed.orphans,
+            "info": indexed.data.get("info", {}),
         }
         self._datasets[split] = dataset
         return dataset
@@ -403,22 +469,8 @@ class CocoSource:
         self._notes[split] = notes
         return refs
 
-    def listing_notes(self, split: str) -> dict[str, int]:
-        return dict(self._notes.get(split, {}))
-
-    def _read_image(self, path: str) -> images.DecodedImage:
-        try:
-            data = _fs.read_bytes(path)
-        except Exception as e:  # tf.errors.NotFoundError, PermissionDeniedError, ...
-            reason = errors.IMAGE_CORRUPT if _fs.exists(path) else errors.IMAGE_MISSING
-            raise errors.BadRecordError(
-                reason, path, f"cannot read ({type(e).__name__}: {e})"
-            ) from e
-        return images.decode_image(data, path)
-
     def load(self, ref: RecordRef) -> Record:
-        if ref.problem is not None:
-            raise errors.BadRecordError(*ref.problem)
+        records.check_listed(ref)
         image_id = int(ref.paths["image_id"])
         if ref.payload is not None:
             entry, annotations = ref.payload["image"], ref.payload["annotations"]
@@ -428,7 +480,7 @@ class CocoSource:
             entry, annotations = dataset["images"][image_id], dataset["by_image"][image_id]
             categories = dataset["categories"]
         path = ref.paths["image"]
-        image = self._read_image(path)
+        image = records.read_image(path)
         if (image.height, image.width) != (entry["height"], entry["width"]):
             raise errors.BadRecordError(
                 errors.IMAGE_SIZE_MISMATCH,

@@ -38,7 +38,6 @@ of an unknown category, and malformed segments_info.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import posixpath
 from collections.abc import Mapping
@@ -46,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from components.convert_dataset import _fs, coco, errors, images
+from components.convert_dataset import _fs, coco, errors, images, records
 from components.convert_dataset.records import Record, RecordRef, image_features
 from vision_core.dataloaders import tf_example_keys as keys
 
@@ -112,17 +111,18 @@ def _check_segments(
     return segments, None
 
 
-def _read(path: str, missing: str, unreadable: str) -> bytes:
-    try:
-        return _fs.read_bytes(path)
-    except Exception as e:  # tf.errors.NotFoundError, PermissionDeniedError, ...
-        reason = unreadable if _fs.exists(path) else missing
-        raise errors.BadRecordError(reason, path, f"cannot read ({type(e).__name__}: {e})") from e
+def _parse_category(cat: Mapping[str, Any]) -> tuple[str, bool]:
+    """(name, isthing) of a panoptic category entry.
+
+    A category without `isthing` counts as a thing: each of its segments then keeps its own
+    instance id, so nothing is merged away.
+    """
+    return str(cat.get("name", cat["id"])), bool(cat.get("isthing", 1))
 
 
 def _decode_panoptic_png(data: bytes, path: str, size: tuple[int, int]) -> np.ndarray:
     """The segment ids of a panoptic PNG, checked against its image's (height, width)."""
-    image = images._open(data, path, errors.MASK_CORRUPT, errors.MASK_TRUNCATED)
+    image = images.open_label_png(data, path)
     if image.mode == "P":
         image = image.convert("RGB")  # A palette's colours are the encoded ids.
     if image.mode not in ("RGB", "RGBA"):
@@ -131,18 +131,12 @@ def _decode_panoptic_png(data: bytes, path: str, size: tuple[int, int]) -> np.nd
             path,
             f"panoptic PNG has mode {image.mode}; expected RGB (segment id = R + 256 G + 256² B)",
         )
-    width, height = image.size
-    if (height, width) != tuple(size):
-        raise errors.BadRecordError(
-            errors.MASK_SIZE_MISMATCH,
-            path,
-            f"panoptic PNG is {height}x{width} (HxW) but its image is {size[0]}x{size[1]}",
-        )
+    images.check_label_size(image, path, size, "panoptic PNG is")
     return segment_ids(np.asarray(image)[..., :3])
 
 
 @dataclasses.dataclass
-class CocoPanopticSource:
+class CocoPanopticSource(coco.CocoJsonSource):
     """COCO panoptic JSON + panoptic PNG folder + image folder per split (see the module docstring).
 
     Attributes:
@@ -182,18 +176,13 @@ class CocoPanopticSource:
             raise errors.ConversionError(
                 f"void_label must be one of {_VOID_LABELS}, got {self.void_label!r}"
             )
-        categories: dict[int, tuple[str, bool]] = {}
-        for split in self.splits:
-            for cat_id, entry in self._dataset(split)["categories"].items():
-                if categories.setdefault(cat_id, entry) != entry:
-                    raise errors.ConversionError(
-                        f"category {cat_id} is {categories[cat_id]} (name, isthing) in one split "
-                        f"and {entry} in {self.annotation_file(split)}; the splits must agree"
-                    )
-        if self.splits and not categories:
-            raise errors.ConversionError(
-                f"no categories in {', '.join(self.annotation_file(s) for s in self.splits)}"
-            )
+        categories: dict[int, tuple[str, bool]] = coco.merge_categories(
+            ((self.annotation_file(s), self._dataset(s)["categories"]) for s in self.splits),
+            lambda cat_id, first, other, path: (
+                f"category {cat_id} is {first} (name, isthing) in one split and {other} in "
+                f"{path}; the splits must agree"
+            ),
+        )
         if len(categories) > _MAX_CLASSES:
             raise errors.ConversionError(
                 f"{len(categories)} categories do not fit the 8-bit semantic mask (at most "
@@ -209,17 +198,6 @@ class CocoPanopticSource:
         self.category_ids = tuple(sorted(categories))
         self.class_names = (VOID, *(categories[c][0] for c in self.category_ids))
         self._categories = categories
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Workers re-read the JSON themselves rather than receive it inside the pipeline.
-        state = dict(self.__dict__)
-        state["_datasets"] = {}
-        return state
-
-    @property
-    def class_ids(self) -> dict[int, int]:
-        """{COCO category id: semantic class id}."""
-        return {c: i for i, c in enumerate(self.category_ids, start=1)}
 
     def _path(self, given: Mapping[str, str], split: str, what: str, default: Any) -> str:
         if split in given:
@@ -253,54 +231,12 @@ class CocoPanopticSource:
                 "task segmentation expects annotations/panoptic_<split>.json + "
                 "annotations/panoptic_<split>/ + images/<split>/ or explicit paths"
             )
-        try:
-            data = json.loads(_fs.read_bytes(path))
-        except ValueError as e:
-            raise errors.ConversionError(f"{path} is not valid JSON: {e}") from e
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise errors.ConversionError(f"{path}: expected a COCO object with an 'images' list")
-        categories = {}
-        for cat in data.get("categories") or []:
-            try:
-                # A category without `isthing` counts as a thing: each of its segments then
-                # keeps its own instance id, so nothing is merged away.
-                name, is_thing = str(cat.get("name", cat["id"])), bool(cat.get("isthing", 1))
-                categories[int(cat["id"])] = (name, is_thing)
-            except (KeyError, TypeError, ValueError) as e:
-                raise errors.ConversionError(f"{path}: malformed category {cat!r}") from e
-        by_id: dict[int, dict[str, Any]] = {}
-        for image in data["images"]:
-            try:
-                image_id = int(image["id"])
-                entry = {
-                    "id": image_id,
-                    "file_name": str(image["file_name"]),
-                    "height": int(image["height"]),
-                    "width": int(image["width"]),
-                }
-            except (KeyError, TypeError, ValueError) as e:
-                raise errors.ConversionError(
-                    f"{path}: image entries need id, file_name, height and width; got {image!r}"
-                ) from e
-            if image_id in by_id:
-                raise errors.ConversionError(f"{path}: image id {image_id} appears twice")
-            by_id[image_id] = entry
-        annotations: dict[int, list[dict[str, Any]]] = {i: [] for i in by_id}
-        orphans = 0
-        for ann in data.get("annotations") or []:
-            try:
-                image_id = int(ann["image_id"])
-            except (KeyError, TypeError, ValueError):
-                image_id = None
-            if image_id in annotations:
-                annotations[image_id].append(ann)
-            else:
-                orphans += 1
+        indexed = coco.read_coco_json(path, _parse_category)
         dataset = {
-            "images": by_id,
-            "annotations": annotations,
-            "categories": categories,
-            "orphans": orphans,
+            "images": indexed.images,
+            "annotations": indexed.annotations,
+            "categories": indexed.categories,
+            "orphans": indexed.orphans,
         }
         self._datasets[split] = dataset
         return dataset
@@ -362,17 +298,13 @@ class CocoPanopticSource:
         self._notes[split] = {"annotations_without_image": dataset["orphans"]}
         return refs
 
-    def listing_notes(self, split: str) -> dict[str, int]:
-        return dict(self._notes.get(split, {}))
-
     def load(self, ref: RecordRef) -> Record:
-        if ref.problem is not None:
-            raise errors.BadRecordError(*ref.problem)
+        records.check_listed(ref)
         dataset = self._dataset(ref.split)
         image_id = int(ref.paths["image_id"])
         entry = dataset["images"][image_id]
         path, png_path = ref.paths["image"], ref.paths["mask"]
-        image = images.decode_image(_read(path, errors.IMAGE_MISSING, errors.IMAGE_CORRUPT), path)
+        image = records.read_image(path)
         if (image.height, image.width) != (entry["height"], entry["width"]):
             raise errors.BadRecordError(
                 errors.IMAGE_SIZE_MISMATCH,
@@ -385,7 +317,7 @@ class CocoPanopticSource:
         if problem is not None:  # The listing found none; the JSON changed since.
             raise errors.BadRecordError(problem[0], path, problem[1])
         ids = _decode_panoptic_png(
-            _read(png_path, errors.MASK_MISSING, errors.MASK_CORRUPT),
+            records.read_file(png_path, errors.MASK_MISSING, errors.MASK_CORRUPT),
             png_path,
             (image.height, image.width),
         )

@@ -118,7 +118,7 @@ def decode_mask(data: bytes, path: str, expected_size: tuple[int, int]) -> np.nd
       BadRecordError: `mask_corrupt`, `mask_truncated`, `mask_not_single_channel`,
         `mask_not_8bit` or `mask_size_mismatch`.
     """
-    image = _open(data, path, errors.MASK_CORRUPT, errors.MASK_TRUNCATED)
+    image = open_label_png(data, path)
     if image.mode not in _MASK_MODES:
         bands = len(image.getbands())
         if bands != 1:
@@ -133,15 +133,47 @@ def decode_mask(data: bytes, path: str, expected_size: tuple[int, int]) -> np.nd
             path,
             f"mask has mode {image.mode}; expected 8-bit class ids (mode L or P)",
         )
+    check_label_size(image, path, expected_size, "mask is")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def open_label_png(data: bytes, path: str) -> Image.Image:
+    """Fully decodes a label file (class ids, 16-bit instance ids, an RGB panoptic PNG) in
+    whatever mode it has; the caller checks the mode it needs.
+
+    Raises:
+      BadRecordError: `mask_corrupt` or `mask_truncated`.
+    """
+    return _open(data, path, errors.MASK_CORRUPT, errors.MASK_TRUNCATED)
+
+
+def check_label_size(
+    image: Image.Image,
+    path: str,
+    expected_size: tuple[int, int],
+    subject: str,
+    image_name: str = "its image",
+) -> None:
+    """Checks a decoded label file against its image's (height, width).
+
+    Args:
+      image: The decoded label file.
+      path: Its path, for the error.
+      expected_size: (height, width) of the image.
+      subject: How the message opens, naming the label file with its verb (e.g. 'mask is').
+      image_name: How the message names the image.
+
+    Raises:
+      BadRecordError: `mask_size_mismatch`.
+    """
     width, height = image.size
     if (height, width) != tuple(expected_size):
         raise errors.BadRecordError(
             errors.MASK_SIZE_MISMATCH,
             path,
-            f"mask is {height}x{width} (HxW) but its image is "
+            f"{subject} {height}x{width} (HxW) but {image_name} is "
             f"{expected_size[0]}x{expected_size[1]}",
         )
-    return np.asarray(image, dtype=np.uint8)
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:

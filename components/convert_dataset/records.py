@@ -10,7 +10,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from components.convert_dataset import examples, images
+from components.convert_dataset import _fs, errors, examples, images
 from vision_core.dataloaders import tf_example_keys as keys
 
 # `RecordRef.paths` entries that carry a value, not a file: the COCO-style image id and the
@@ -79,6 +79,21 @@ class Source(Protocol):
         ...
 
 
+class ListingNotes:
+    """Gives a source `listing_notes` from the `_notes` its `list_records` fills per split."""
+
+    _notes: dict[str, dict[str, int]]
+
+    def listing_notes(self, split: str) -> dict[str, int]:
+        return dict(self._notes.get(split, {}))
+
+
+def check_listed(ref: RecordRef) -> None:
+    """Raises the defect `list_records` found in `ref`, if any, as the record's bad reason."""
+    if ref.problem is not None:
+        raise errors.BadRecordError(*ref.problem)
+
+
 def image_features(key: str, image_path: str, image: images.DecodedImage) -> dict[str, Any]:
     """The image fields every record carries."""
     return {
@@ -90,3 +105,38 @@ def image_features(key: str, image_path: str, image: images.DecodedImage) -> dic
         keys.IMAGE_FILENAME: posixpath.basename(image_path),
         keys.IMAGE_KEY_SHA256: examples.sha256_hex(image.encoded),
     }
+
+
+def read_file(path: str, missing: str, unreadable: str | None = None) -> bytes:
+    """Reads a record's input file; one that is missing or cannot be read is a bad record.
+
+    Args:
+      path: The file.
+      missing: The bad-record reason when the file cannot be read.
+      unreadable: The reason instead when the file exists but cannot be read (e.g. no
+        permission); None gives `missing` either way, without looking for the file.
+
+    Raises:
+      BadRecordError: `missing` or `unreadable`, the read error in its detail.
+    """
+    try:
+        return _fs.read_bytes(path)
+    except Exception as e:  # tf.errors.NotFoundError, PermissionDeniedError, ...
+        reason = missing
+        if unreadable is not None and _fs.exists(path):
+            reason = unreadable
+        raise errors.BadRecordError(reason, path, f"cannot read ({type(e).__name__}: {e})") from e
+
+
+def read_image(path: str, missing: str = errors.IMAGE_MISSING) -> images.DecodedImage:
+    """Reads and checks a record's image (`images.decode_image`).
+
+    Args:
+      path: The image file.
+      missing: The bad-record reason of a file that is not there (a file that is there but
+        cannot be read or decoded is `image_corrupt`).
+
+    Raises:
+      BadRecordError: `missing`, or a reason of `images.decode_image`.
+    """
+    return images.decode_image(read_file(path, missing, errors.IMAGE_CORRUPT), path)

@@ -42,6 +42,7 @@ from components.convert_dataset import (
     coco_panoptic,
     errors,
     images,
+    records,
     shapes,
     voc,
 )
@@ -60,7 +61,7 @@ def class_histogram(mask: np.ndarray) -> dict[int, int]:
 
 
 @dataclasses.dataclass
-class FolderSource:
+class FolderSource(records.ListingNotes):
     """Images with semantic masks, paired by file stem.
 
     Layout: `images/<split>/<stem>.png|jpg|jpeg` and `masks/<split>/<stem>.png` (one channel of
@@ -125,17 +126,21 @@ class FolderSource:
             refs.append(RecordRef(split, stem, {"image": image_path, "mask": mask_path}, problem))
         return refs
 
-    def listing_notes(self, split: str) -> dict[str, int]:
-        return dict(self._notes.get(split, {}))
+    def _read_pair(self, ref: RecordRef) -> tuple[images.DecodedImage, np.ndarray]:
+        """The record's checked image and its mask of class ids."""
+        records.check_listed(ref)
+        image_path, mask_path = ref.paths["image"], ref.paths["mask"]
+        image = records.read_image(image_path, errors.IMAGE_CORRUPT)
+        mask = images.decode_mask(
+            records.read_file(mask_path, errors.MASK_MISSING),
+            mask_path,
+            (image.height, image.width),
+        )
+        return image, mask
 
     def load(self, ref: RecordRef) -> Record:
-        if ref.problem is not None:
-            raise errors.BadRecordError(*ref.problem)
-        image_path, mask_path = ref.paths["image"], ref.paths["mask"]
-        image = images.decode_image(_read(image_path, errors.IMAGE_CORRUPT), image_path)
-        mask = images.decode_mask(
-            _read(mask_path, errors.MASK_MISSING), mask_path, (image.height, image.width)
-        )
+        image, mask = self._read_pair(ref)
+        image_path = ref.paths["image"]
         features = image_features(ref.key, image_path, image)
         features[keys.SEGMENTATION_CLASS_ENCODED] = images.encode_mask_png(mask)
         features[keys.SEGMENTATION_CLASS_FORMAT] = "png"
@@ -154,13 +159,8 @@ class ShapesClassificationSource(FolderSource):
     class_names: tuple[str, ...] = shapes.CLASSIFICATION_CLASSES
 
     def load(self, ref: RecordRef) -> Record:
-        if ref.problem is not None:
-            raise errors.BadRecordError(*ref.problem)
+        image, mask = self._read_pair(ref)
         image_path, mask_path = ref.paths["image"], ref.paths["mask"]
-        image = images.decode_image(_read(image_path, errors.IMAGE_CORRUPT), image_path)
-        mask = images.decode_mask(
-            _read(mask_path, errors.MASK_MISSING), mask_path, (image.height, image.width)
-        )
         label = shapes.dominant_class(mask)
         if label is None:
             raise errors.BadRecordError(
@@ -170,7 +170,7 @@ class ShapesClassificationSource(FolderSource):
 
 
 @dataclasses.dataclass
-class ClassFolderSource:
+class ClassFolderSource(records.ListingNotes):
     """ImageNet-style class folders: `<split>/<class_name>/<file>.png|jpg|jpeg`.
 
     Class ids are the positions in `class_names`, which defaults to the sorted union of the class
@@ -270,14 +270,10 @@ class ClassFolderSource:
         self._notes[split] = {"images_outside_class_folders": len(loose)}
         return sorted(refs, key=lambda r: r.key)
 
-    def listing_notes(self, split: str) -> dict[str, int]:
-        return dict(self._notes.get(split, {}))
-
     def load(self, ref: RecordRef) -> Record:
-        if ref.problem is not None:
-            raise errors.BadRecordError(*ref.problem)
+        records.check_listed(ref)
         image_path, name = ref.paths["image"], ref.paths["class"]
-        image = images.decode_image(_read(image_path, errors.IMAGE_CORRUPT), image_path)
+        image = records.read_image(image_path, errors.IMAGE_CORRUPT)
         return classification_record(ref, image_path, image, self.class_names.index(name), name)
 
 
@@ -289,14 +285,6 @@ def classification_record(
     features[keys.IMAGE_CLASS_LABEL] = int(label)
     features[keys.IMAGE_CLASS_TEXT] = name
     return Record(ref.key, features, {int(label): 1})
-
-
-def _read(path: str, reason: str) -> bytes:
-    """Reads a file; a file that vanished or cannot be read is a bad record, not a crash."""
-    try:
-        return _fs.read_bytes(path)
-    except Exception as e:  # tf.errors.NotFoundError, PermissionDeniedError, ...
-        raise errors.BadRecordError(reason, path, f"cannot read ({type(e).__name__}: {e})") from e
 
 
 SOURCES: dict[str, type] = {

@@ -50,7 +50,7 @@ from xml.etree import ElementTree
 import numpy as np
 from PIL import Image
 
-from components.convert_dataset import _fs, coco, errors, examples, images
+from components.convert_dataset import _fs, coco, errors, examples, images, records
 from components.convert_dataset.records import Record, RecordRef, image_features
 from vision_core.dataloaders import tf_example_keys as keys
 
@@ -207,16 +207,6 @@ def parse_annotation(data: bytes, path: str) -> Annotation:
             }
         )
     return Annotation(int(height), int(width), tuple(objects))
-
-
-def _read(path: str, reason: str) -> bytes:
-    """Reads a file; a file that vanished or cannot be read is a bad record, not a crash."""
-    try:
-        return _fs.read_bytes(path)
-    except Exception as e:  # tf.errors.NotFoundError, PermissionDeniedError, ...
-        if reason == errors.IMAGE_MISSING and _fs.exists(path):
-            reason = errors.IMAGE_CORRUPT
-        raise errors.BadRecordError(reason, path, f"cannot read ({type(e).__name__}: {e})") from e
 
 
 def _holds_class_ids(path: str) -> bool:
@@ -429,12 +419,13 @@ class VocSource:
         return mask, repaired
 
     def _segmentation_record(self, ref: RecordRef) -> tuple[Record, bool]:
-        if ref.problem is not None:
-            raise errors.BadRecordError(*ref.problem)
+        records.check_listed(ref)
         image_path, mask_path = ref.paths["image"], ref.paths["mask"]
-        image = images.decode_image(_read(image_path, errors.IMAGE_MISSING), image_path)
+        image = records.read_image(image_path)
         mask, repaired = self._mask(
-            _read(mask_path, errors.MASK_MISSING), mask_path, (image.height, image.width)
+            records.read_file(mask_path, errors.MASK_MISSING),
+            mask_path,
+            (image.height, image.width),
         )
         features = image_features(ref.key, image_path, image)
         features[keys.SEGMENTATION_CLASS_ENCODED] = images.encode_mask_png(mask)
@@ -468,7 +459,7 @@ class VocSource:
 
         def parse(path: str) -> Annotation | errors.BadRecordError:
             try:
-                return parse_annotation(_read(path, errors.ANNOTATION_MISSING), path)
+                return parse_annotation(records.read_file(path, errors.ANNOTATION_MISSING), path)
             except errors.BadRecordError as e:
                 return e
 
@@ -495,11 +486,12 @@ class VocSource:
     def load(self, ref: RecordRef) -> Record:
         if self.task == "segmentation":
             return self._segmentation_record(ref)[0]
-        if ref.problem is not None:
-            raise errors.BadRecordError(*ref.problem)
+        records.check_listed(ref)
         image_path, xml_path = ref.paths["image"], ref.paths["annotation"]
-        annotation = parse_annotation(_read(xml_path, errors.ANNOTATION_MISSING), xml_path)
-        image = images.decode_image(_read(image_path, errors.IMAGE_MISSING), image_path)
+        annotation = parse_annotation(
+            records.read_file(xml_path, errors.ANNOTATION_MISSING), xml_path
+        )
+        image = records.read_image(image_path)
         if (image.height, image.width) != (annotation.height, annotation.width):
             raise errors.BadRecordError(
                 errors.IMAGE_SIZE_MISMATCH,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import getpass
+import logging
 import os
 import re
 import socket
@@ -31,6 +32,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.registry.documents import utc_now_iso
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "champion"
 
@@ -161,25 +164,62 @@ def current_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _check_action(action: str) -> str:
+    if action not in ALIAS_ACTIONS:
+        raise ValueError(f"action {action!r}: expected one of {', '.join(ALIAS_ACTIONS)}")
+    return action
+
+
 def alias_history_entry(
-    alias: str, previous: int | None, version: int | None, action: str, by: str | None
+    alias: str,
+    previous: int | None,
+    version: int | None,
+    action: str,
+    by: str | None,
+    entry_id: str | None = None,
 ) -> dict[str, Any]:
     """One alias history record; backends append it in the same update that moves the alias.
 
-    Keys: id (unique), alias, from, to, at (ISO-8601 UTC), by, action.
+    Keys: id (`entry_id`, default a fresh unique one), alias, from, to, at (ISO-8601 UTC), by,
+    action.
     """
-    if action not in ALIAS_ACTIONS:
-        raise ValueError(f"action {action!r}: expected one of {', '.join(ALIAS_ACTIONS)}")
     return {
         # Lets a backend recognise its own update when a retried request had already landed.
-        "id": uuid.uuid4().hex,
+        "id": entry_id or uuid.uuid4().hex,
         "alias": alias,
         "from": previous,
         "to": version,
         "at": utc_now_iso(),
         "by": by or current_actor(),
-        "action": action,
+        "action": _check_action(action),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class AliasMove:
+    """One alias move (or removal) requested of a backend, with what its history entry needs.
+
+    Attributes:
+      model_name: the model.
+      alias: the alias to create, move or remove.
+      version: the complete version it should point at; None removes it.
+      expected: compare-and-swap guard (see `ModelRegistry.set_alias`); `ANY`: none.
+      action: one of `ALIAS_ACTIONS`, recorded in the history.
+      by: who moves it (None: `current_actor()` when the entry is made).
+      id: the id of its history entry, fixed for the whole move so that a backend retrying a
+        request can recognise an update of its own that had already landed.
+    """
+
+    model_name: str
+    alias: str
+    version: int | None
+    expected: int | None | object = ANY
+    action: str = "set"
+    by: str | None = None
+    id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        _check_action(self.action)
 
 
 def alias_target_stack(history: list[Mapping[str, Any]], alias: str) -> list[int | None]:
@@ -284,12 +324,13 @@ class ModelRegistry(abc.ABC):
           The version the alias pointed at before, or None if it is new.
 
         Raises:
+          ValueError: `alias` is not a name this registry can hold (`check_alias_name`).
           VersionNotFoundError: `version` is not a complete version of the model.
           AliasConflictError: the alias does not point at `expected`.
         """
-        validate_alias_name(alias)
+        self.check_alias_name(alias)
         self.get_version(model_name, validate_version_number(version))  # names what exists
-        return self._move_alias(model_name, alias, version, expected, "set", by)
+        return self._move_alias(AliasMove(model_name, alias, version, expected, "set", by))
 
     def delete_alias(self, model_name: str, alias: str, by: str | None = None) -> int:
         """Removes `alias` (recorded in the history); returns the version it pointed at.
@@ -298,8 +339,8 @@ class ModelRegistry(abc.ABC):
           AliasNotFoundError: no such alias; the message lists the aliases that exist.
         """
         validate_model_name(model_name)
-        previous = self._move_alias(model_name, alias, None, ANY, "delete", by)
-        assert previous is not None  # _move_alias raises AliasNotFoundError otherwise
+        previous = self._move_alias(AliasMove(model_name, alias, None, ANY, "delete", by))
+        assert previous is not None  # _apply_alias_move raises AliasNotFoundError otherwise
         return previous
 
     def rollback_alias(
@@ -345,23 +386,30 @@ class ModelRegistry(abc.ABC):
         if to == current:
             raise ValueError(f"to={to}: alias {alias!r} of {model_name!r} already points there")
         self.get_version(model_name, to)
-        self._move_alias(model_name, alias, to, current, "rollback", by)
+        self._move_alias(AliasMove(model_name, alias, to, current, "rollback", by))
         return current, to
 
-    @abc.abstractmethod
-    def _move_alias(
-        self,
-        model_name: str,
-        alias: str,
-        version: int | None,
-        expected: int | None | object,
-        action: str,
-        by: str | None,
-    ) -> int | None:
-        """Atomically checks `expected`, moves (or with `version` None, removes) the alias and
-        appends `alias_history_entry(...)` to the history; returns the previous target.
+    def _move_alias(self, move: AliasMove) -> int | None:
+        """Stores `move` with the backend's `_store_alias_move` and logs it; returns the previous
+        target. Backends that mirror aliases elsewhere extend this."""
+        previous = self._store_alias_move(move)
+        logger.info(
+            "Model %r: alias %r -> %s (was %s, %s)",
+            move.model_name,
+            move.alias,
+            move.version,
+            previous,
+            move.action,
+        )
+        return previous
 
-        `version`, when given, has been checked to be a complete version. Raises
+    @abc.abstractmethod
+    def _store_alias_move(self, move: AliasMove) -> int | None:
+        """Atomically applies `move` with `_apply_alias_move` to the alias table read under the
+        backend's exclusion and appends the history entry that returns, in the same update;
+        returns the previous target (the entry's `from`).
+
+        `move.version`, when given, has been checked to be a complete version. Raises
         AliasConflictError on a failed guard and AliasNotFoundError when removing an alias that
         does not exist.
         """
@@ -432,19 +480,15 @@ class ModelRegistry(abc.ABC):
             f"model {model_name!r} in registry {self.uri} has no alias {alias!r}; aliases: {known}"
         )
 
-    def _apply_alias_move(
-        self,
-        table: dict[str, int],
-        model_name: str,
-        alias: str,
-        version: int | None,
-        expected: int | None | object,
-    ) -> int | None:
+    def _apply_alias_move(self, table: dict[str, int], move: AliasMove) -> dict[str, Any]:
         """Checks the guard and applies a move (or removal) to an alias table read under the
-        backend's exclusion; returns the previous target."""
+        backend's exclusion; returns the move's history entry (its `from` is the previous
+        target)."""
+        model_name, alias, version = move.model_name, move.alias, move.version
         previous = table.get(alias)
         if version is None and previous is None:
             raise self._alias_not_found(model_name, alias, table)
+        expected = move.expected
         if expected is not ANY and previous != expected:
             raise AliasConflictError(
                 f"model {model_name!r}: alias {alias!r} points at "
@@ -456,7 +500,7 @@ class ModelRegistry(abc.ABC):
             del table[alias]
         else:
             table[alias] = version
-        return previous
+        return alias_history_entry(alias, previous, version, move.action, move.by, move.id)
 
     def latest(self, model_name: str) -> ModelVersion:
         """The complete version with the highest number."""

@@ -51,11 +51,11 @@ from google.cloud import storage
 from components.registry import gcs_io
 from components.registry import manifest as manifest_lib
 from components.registry.base import (
+    AliasMove,
     ManifestError,
     ModelRegistry,
     ModelVersion,
     RegistryError,
-    alias_history_entry,
     validate_model_name,
     validate_version_number,
 )
@@ -337,32 +337,18 @@ class GcsRegistry(ModelRegistry):
         history = self._read_index(model_name)["history"]
         return [e for e in history if alias is None or e.get("alias") == alias]
 
-    def _move_alias(
-        self,
-        model_name: str,
-        alias: str,
-        version: int | None,
-        expected: int | None | object,
-        action: str,
-        by: str | None,
-    ) -> int | None:
-        entry = alias_history_entry(alias, None, version, action, by)
-
+    def _store_alias_move(self, move: AliasMove) -> int | None:
         def update(data: bytes | None) -> tuple[bytes | None, int | None]:
-            doc = self._parse_index(model_name, data)
-            mine = [e for e in doc["history"] if e.get("id") == entry["id"]]
+            doc = self._parse_index(move.model_name, data)
+            mine = [e for e in doc["history"] if e.get("id") == move.id]
             if mine:
                 # A retried request of ours had in fact been applied before it reported 412.
                 return None, mine[0]["from"]
-            previous = self._apply_alias_move(doc["aliases"], model_name, alias, version, expected)
-            doc["history"].append({**entry, "from": previous})
-            return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), previous
+            entry = self._apply_alias_move(doc["aliases"], move)
+            doc["history"].append(entry)
+            return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), entry["from"]
 
-        previous = gcs_io.update_object(self._bucket, self._key(model_name, INDEX_NAME), update)
-        logger.info(
-            "Model %r: alias %r -> %s (was %s, %s)", model_name, alias, version, previous, action
-        )
-        return previous
+        return gcs_io.update_object(self._bucket, self._key(move.model_name, INDEX_NAME), update)
 
     # ----------------------------------------------------------------------------- push
     def push(

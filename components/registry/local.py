@@ -37,11 +37,11 @@ from typing import Any
 
 from components.registry import manifest as manifest_lib
 from components.registry.base import (
+    AliasMove,
     ManifestError,
     ModelRegistry,
     ModelVersion,
     RegistryError,
-    alias_history_entry,
     validate_model_name,
     validate_version_number,
 )
@@ -258,30 +258,18 @@ class LocalRegistry(ModelRegistry):
             raise
         _fsync_dir(model_dir)
 
-    def _move_alias(
-        self,
-        model_name: str,
-        alias: str,
-        version: int | None,
-        expected: int | None | object,
-        action: str,
-        by: str | None,
-    ) -> int | None:
-        with self._model_lock(model_name):
+    def _store_alias_move(self, move: AliasMove) -> int | None:
+        with self._model_lock(move.model_name):
             # Read-modify-write under the lock so concurrent moves of different aliases never
             # drop one another.
-            table = self.aliases(model_name)
-            previous = self._apply_alias_move(table, model_name, alias, version, expected)
-            entry = alias_history_entry(alias, previous, version, action, by)
-            self._write_aliases(model_name, table)
+            table = self.aliases(move.model_name)
+            entry = self._apply_alias_move(table, move)
+            self._write_aliases(move.model_name, table)
             # Appended after the table is replaced, so the history never records a move that did
             # not happen; a crash in between leaves a move without history, which rollback
             # detects (the history no longer ends at the current target) and refuses.
-            self._append_history(model_name, entry)
-        logger.info(
-            "Model %r: alias %r -> %s (was %s, %s)", model_name, alias, version, previous, action
-        )
-        return previous
+            self._append_history(move.model_name, entry)
+        return entry["from"]
 
     def _append_history(self, model_name: str, entry: Mapping[str, Any]) -> None:
         """Appends one JSON line to the history file; the caller holds the model lock."""

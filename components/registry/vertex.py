@@ -58,7 +58,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from components.registry.base import (
-    ANY,
+    AliasMove,
     ModelVersion,
     RegistryError,
     validate_alias_name,
@@ -207,6 +207,10 @@ class VertexRegistry(GcsRegistry):
       uri: `vertex://PROJECT/REGION/MODEL_PREFIX?staging=gs://BUCKET/PREFIX[&...]`.
       client: a `google.cloud.storage.Client` for the staging bucket (default: made on use).
       lease_timeout_s, max_workers: as for `GcsRegistry`.
+
+    Aliases must also be valid Vertex version aliases (`check_alias_name`); `set_alias`,
+    `delete_alias` and `rollback_alias` raise VertexSyncError when the alias moved in GCS but
+    Vertex could not be updated.
     """
 
     def check_alias_name(self, alias: str) -> str:
@@ -467,35 +471,17 @@ class VertexRegistry(GcsRegistry):
             ) from err
         return self.get_version(model_name, record.version)
 
-    def set_alias(
-        self,
-        model_name: str,
-        alias: str,
-        version: int,
-        expected: int | None | object = ANY,
-        by: str | None = None,
-    ) -> int | None:
-        """As `ModelRegistry.set_alias`; the alias must also be a valid Vertex version alias.
+    def _move_alias(self, move: AliasMove) -> int | None:
+        """Moves the alias in GCS, then mirrors it to Vertex AI.
 
         Raises:
           VertexSyncError: the alias moved in GCS but Vertex could not be updated.
         """
-        validate_vertex_alias(alias)
-        return super().set_alias(model_name, alias, version, expected, by)
-
-    def _move_alias(
-        self,
-        model_name: str,
-        alias: str,
-        version: int | None,
-        expected: int | None | object,
-        action: str,
-        by: str | None,
-    ) -> int | None:
+        model_name, alias, version = move.model_name, move.alias, move.version
         if version is not None:
             validate_vertex_alias(alias)
         aiplatform = self._connect()
-        previous = super()._move_alias(model_name, alias, version, expected, action, by)
+        previous = super()._move_alias(move)
         try:
             # The alias's current GCS target, which a concurrent move may have changed again.
             target = self.aliases(model_name).get(alias)

@@ -3,22 +3,21 @@ every request, so submission and scheduling are tested up to the wire without a 
 
 from __future__ import annotations
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# A sibling module: whoever imports this one has put this folder on sys.path.
+from loopback_server import LoopbackJsonServer
 
-class FakeKfp:
+
+class FakeKfp(LoopbackJsonServer):
     """State of the fake cluster: experiments, runs and recurring runs, plus the request log."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
+        super().__init__()
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
         self.recurring: dict[str, dict] = {}
-        self._server: ThreadingHTTPServer | None = None
 
     # --- the API -------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: str, body: Any) -> tuple[int, dict]:
@@ -64,38 +63,3 @@ class FakeKfp:
         if match and method == "GET" and match.group(1) in self.runs:
             return 200, self.runs[match.group(1)]
         return 404, {"error": f"{method} {path} is not part of the fake API", "code": 5}
-
-    # --- the server ----------------------------------------------------------------------
-    def start(self) -> str:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                path, _, query = self.path.partition("?")
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                fake.requests.append(
-                    {"method": self.command, "path": path, "query": query, "body": body}
-                )
-                status, payload = fake.handle(self.command, path, query, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _serve  # noqa: N815
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()

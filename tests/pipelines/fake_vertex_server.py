@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import re
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+# A sibling module: whoever imports this one has put this folder on sys.path.
+from loopback_server import LoopbackJsonServer
 
 _EMPTY = "type.googleapis.com/google.protobuf.Empty"
 _UPLOAD_RESPONSE = "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse"
@@ -52,7 +53,7 @@ def _not_found(what: str) -> tuple[int, dict]:
     return _error(404, "NOT_FOUND", f"{what} not found")
 
 
-class FakeVertex:
+class FakeVertex(LoopbackJsonServer):
     """The fake service's state plus the request log.
 
     Attributes:
@@ -63,9 +64,9 @@ class FakeVertex:
     """
 
     def __init__(self, project: str = "test-project", location: str = "us-central1") -> None:
+        super().__init__()
         self.project = project
         self.location = location
-        self.requests: list[dict[str, Any]] = []
         self.pipeline_jobs: dict[str, dict] = {}
         self.schedules: dict[str, dict] = {}
         self.contexts: dict[str, dict] = {}
@@ -74,17 +75,16 @@ class FakeVertex:
         self._failures: list[tuple[str, str, int, str, str]] = []
         self._lock = threading.Lock()
         self._counter = 0
-        self._server: ThreadingHTTPServer | None = None
 
     @property
     def parent(self) -> str:
         return f"projects/{self.project}/locations/{self.location}"
 
-    @property
-    def endpoint(self) -> str:
-        """The `api_endpoint` to give the SDK (with the scheme, so REST speaks plain HTTP)."""
-        assert self._server, "start() the server first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    methods = ("GET", "POST", "DELETE", "PATCH")
+
+    def split_target(self, target: str) -> tuple[str, dict[str, list[str]]]:
+        path, _, raw_query = target.partition("?")
+        return urllib.parse.unquote(path), urllib.parse.parse_qs(raw_query)
 
     def calls(self, method: str, suffix: str) -> list[dict[str, Any]]:
         """Recorded requests of `method` whose path ends with `suffix` (after the location)."""
@@ -368,41 +368,3 @@ class FakeVertex:
         version = versions[vid]
         version["versionAliases"] = [a for a in version["versionAliases"] if a not in removed]
         return 200, version
-
-    # --- the server ----------------------------------------------------------------------
-    def start(self) -> str:
-        """Starts serving on a free loopback port; returns `endpoint`."""
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                path, _, raw_query = self.path.partition("?")
-                query = urllib.parse.parse_qs(raw_query)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                path = urllib.parse.unquote(path)
-                fake.requests.append(
-                    {"method": self.command, "path": path, "query": query, "body": body}
-                )
-                status, payload = fake.handle(self.command, path, query, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = do_PATCH = _serve  # noqa: N815
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self.endpoint
-
-    def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()

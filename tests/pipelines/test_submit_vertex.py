@@ -3,7 +3,6 @@
 assert the requests it made. Skipped when the `vertex` extra is not installed."""
 
 import os
-import socket
 import sys
 import tempfile
 
@@ -14,6 +13,7 @@ pytest.importorskip("google.cloud.aiplatform")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import vertex_fixtures  # noqa: E402
 from fake_vertex_server import FakeVertex  # noqa: E402
 from gcs_emulator import emulator_fixture  # noqa: E402
 
@@ -29,36 +29,8 @@ PROJECT = "test-project"
 REGION = "us-central1"
 
 gcs = emulator_fixture(scope="module", bucket=BUCKET)
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    """Fails any connection the SDK would open to anything but this machine."""
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def connect(sock, address):
-        if isinstance(address, tuple) and address[0] not in _LOOPBACK:
-            raise AssertionError(f"the test tried to reach {address}")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in _LOOPBACK and host is not None:
-            raise AssertionError(f"the test tried to resolve {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-@pytest.fixture()
-def credentials(monkeypatch):
-    """Application Default Credentials that need no Google account."""
-    import google.auth
-    from google.auth.credentials import AnonymousCredentials
-
-    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (AnonymousCredentials(), None))
+# Module-level names are what pytest looks up; loopback_only is autouse, so it guards every test.
+loopback_only, credentials, no_credentials = vertex_fixtures.FIXTURES
 
 
 @pytest.fixture()
@@ -244,14 +216,7 @@ def test_api_refusals_name_what_to_check(vertex, capsys):
     assert "roles/aiplatform.user" in err and "Traceback" not in err
 
 
-def test_missing_credentials_are_explained(gcs, monkeypatch, capsys):
-    import google.auth
-    from google.auth import exceptions
-
-    def no_credentials(scopes=None):
-        raise exceptions.DefaultCredentialsError("Your default credentials were not found.")
-
-    monkeypatch.setattr(google.auth, "default", no_credentials)
+def test_missing_credentials_are_explained(gcs, no_credentials, capsys):
     args = ["submit", SEGMENTATION, "--vertex", "--project", PROJECT, "--region", REGION]
     assert cli_main([*args, "--pipeline-root", ROOT]) == 2
     err = capsys.readouterr().err

@@ -4,10 +4,10 @@ import json
 import subprocess
 import sys
 
+import convert_support
 import pytest
 
 from components.convert_dataset import __main__ as cli
-from components.convert_dataset import pipeline
 
 
 def test_shapes_end_to_end(tmp_path, capsys):
@@ -28,13 +28,7 @@ def test_shapes_end_to_end(tmp_path, capsys):
 
 
 def test_unknown_flags_go_to_beam(monkeypatch, capsys):
-    seen = {}
-
-    def fake_run(**kwargs):
-        seen.update(kwargs)
-        return {"records": 0, "fingerprint": "f", "bad_records": 0, "splits": {}}
-
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    seen = convert_support.capture_run(monkeypatch)
     code = cli.main(
         [
             "--source-dir", "d", "--output", "o", "--compression", "gzip", "--strict",

@@ -7,6 +7,7 @@ records are compared with the JSON directly, and each bad-data rule has its own 
 import io
 import json
 
+import convert_support
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,7 +17,6 @@ from pycocotools import mask as mask_api
 from components.convert_dataset import __main__ as cli
 from components.convert_dataset import coco, errors, pipeline, rle
 from vision_core.dataloaders.tf_example_decoder import TfExampleDecoder
-from vision_core.evaluation import coco_evaluator
 
 H, W = 20, 30
 CATEGORIES = [{"id": 12, "name": "bird"}, {"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
@@ -181,24 +181,10 @@ def test_groundtruth_json_matches_the_records_and_scores_them(converted):
     # The records' own boxes as detections score perfectly against the written file: the
     # source ids are the COCO image ids and the class ids agree.
     records = _decode_split(out, "validation")
-    evaluator = coco_evaluator.COCOEvaluator(
-        annotation_file=str(out / summary["annotation_file"]), need_rescale_bboxes=False
+    ap = convert_support.own_boxes_ap(
+        out / summary["annotation_file"], records, lambda r: ~r["groundtruth_is_crowd"], (H, W)
     )
-    for source_id, r in records.items():
-        keep = ~r["groundtruth_is_crowd"]
-        boxes = r["groundtruth_boxes"][keep] * [H, W, H, W]
-        n = len(boxes)
-        evaluator.update_state(
-            None,
-            {
-                "source_id": np.array([source_id]),
-                "detection_boxes": np.reshape(boxes, (1, n, 4)),
-                "detection_classes": r["groundtruth_classes"][keep][None],
-                "detection_scores": np.ones((1, n)),
-                "num_detections": np.array([n]),
-            },
-        )
-    assert evaluator.result()["AP"] == pytest.approx(1.0)
+    assert ap == pytest.approx(1.0)
 
 
 def test_category_names_must_agree_across_splits(tmp_path):
@@ -259,19 +245,8 @@ def test_run_rejects_task_and_source_mismatches(tmp_path):
         pipeline.run(str(tmp_path), str(tmp_path / "o"), source="coco", task="detection")
 
 
-def _capture_run(monkeypatch):
-    seen = {}
-
-    def fake_run(**kwargs):
-        seen.update(kwargs)
-        return {"records": 0, "fingerprint": "f", "bad_records": 0, "splits": {}}
-
-    monkeypatch.setattr(pipeline, "run", fake_run)
-    return seen
-
-
 def test_cli_coco_arguments(monkeypatch, capsys):
-    seen = _capture_run(monkeypatch)
+    seen = convert_support.capture_run(monkeypatch)
     argv = ["coco", "--images", "val2017", "--annotations", "a/instances_val2017.json",
             "--output", "o", "--runner", "DataflowRunner"]  # fmt: skip
     assert cli.main(argv) == 0

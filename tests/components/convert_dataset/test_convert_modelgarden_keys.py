@@ -13,6 +13,7 @@ comparison against Model Garden's own decoders runs in
 
 import json
 
+import convert_support
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -132,19 +133,19 @@ def test_detection_records_decode_to_the_coco_json(shapes_outputs):
         np.testing.assert_array_equal(d["groundtruth_instance_masks"], masks)
 
 
+def _file_name(record):
+    """The record's `image/filename`."""
+    feature = {keys.IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string)}
+    return tf.io.parse_single_example(record, feature)[keys.IMAGE_FILENAME].numpy().decode()
+
+
 def test_segmentation_and_classification_records_decode_to_the_files(shapes_outputs):
     source, out = shapes_outputs
     decoder = segmentation_input.Decoder()
     seen = 0
     for record in tf.data.TFRecordDataset(_files(out["segmentation"])):
         d = decoder.decode(record)
-        name = (
-            tf.io.parse_single_example(
-                record, {keys.IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string)}
-            )[keys.IMAGE_FILENAME]
-            .numpy()
-            .decode()
-        )
+        name = _file_name(record)
         image = tf.io.decode_image(d[keys.IMAGE_ENCODED], channels=3).numpy()
         mask = tf.io.decode_image(d[keys.SEGMENTATION_CLASS_ENCODED], channels=1).numpy()[..., 0]
         np.testing.assert_array_equal(
@@ -160,13 +161,7 @@ def test_segmentation_and_classification_records_decode_to_the_files(shapes_outp
     decoder = classification_input.Decoder()
     for record in tf.data.TFRecordDataset(_files(out["classification"])):
         d = decoder.decode(record)
-        name = (
-            tf.io.parse_single_example(
-                record, {keys.IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string)}
-            )[keys.IMAGE_FILENAME]
-            .numpy()
-            .decode()
-        )
+        name = _file_name(record)
         mask = np.asarray(Image.open(source / "masks" / "validation" / name))
         assert int(d[keys.IMAGE_CLASS_LABEL]) == shapes.dominant_class(mask)
 
@@ -215,13 +210,7 @@ def test_keep_category_ids_rejects_id_zero(tmp_path):
 
 
 def test_cli_keep_category_ids(monkeypatch, capsys):
-    seen = {}
-
-    def fake_run(**kwargs):
-        seen.update(kwargs)
-        return {"records": 0, "fingerprint": "f", "bad_records": 0, "splits": {}}
-
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    seen = convert_support.capture_run(monkeypatch)
     argv = ["coco", "--annotations", "instances_val2017.json", "--keep-category-ids",
             "--output", "o"]  # fmt: skip
     assert cli.main(argv) == 0

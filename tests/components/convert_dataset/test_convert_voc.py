@@ -7,6 +7,7 @@ The fixture is a tiny VOC year folder written here, every value known: segmentat
 import io
 import json
 
+import convert_support
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,7 +18,6 @@ from components.convert_dataset import errors, pipeline, voc
 from vision_core.dataloaders import segmentation_input
 from vision_core.dataloaders import tf_example_keys as keys
 from vision_core.dataloaders.tf_example_decoder import TfExampleDecoder
-from vision_core.evaluation import coco_evaluator
 
 H, W = 32, 48
 # VOC's label colours of a few ids, as the VOC devkit's VOClabelcolormap.m gives them.
@@ -324,24 +324,11 @@ def test_groundtruth_ignores_difficult_objects_in_coco_evaluation(detection):
 
 def _ap(groundtruth_path, records, detect_difficult):
     """COCO AP of the records' own boxes used as detections."""
-    evaluator = coco_evaluator.COCOEvaluator(
-        annotation_file=str(groundtruth_path), need_rescale_bboxes=False
-    )
-    for source_id, r in records.items():
-        keep = np.ones(len(r["difficult"]), bool) if detect_difficult else r["difficult"] == 0
-        boxes = r["groundtruth_boxes"][keep] * [H, W, H, W]
-        n = len(boxes)
-        evaluator.update_state(
-            None,
-            {
-                "source_id": np.array([source_id]),
-                "detection_boxes": np.reshape(boxes, (1, n, 4)),
-                "detection_classes": r["groundtruth_classes"][keep][None],
-                "detection_scores": np.ones((1, n)),
-                "num_detections": np.array([n]),
-            },
-        )
-    return evaluator.result()["AP"]
+
+    def keep(r):
+        return np.ones(len(r["difficult"]), bool) if detect_difficult else r["difficult"] == 0
+
+    return convert_support.own_boxes_ap(groundtruth_path, records, keep, (H, W))
 
 
 def test_parse_annotation_rejects_malformed_objects():

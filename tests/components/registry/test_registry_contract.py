@@ -218,7 +218,8 @@ def test_manifest_lists_every_file_with_size_and_sha256(
             data = f.read()
         assert entries["saved_model/" + rel]["size"] == len(data)
         assert entries["saved_model/" + rel]["sha256"] == hashlib.sha256(data).hexdigest()
-    registry.verify("seg", 1)
+    assert entries["saved_model/assets/labels.txt"]["sha256"] == hashlib.sha256(b"").hexdigest()
+    registry.verify("seg", 1)  # an untouched version verifies
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ test_registry_contract.py; this file covers what only Vertex has. Skipped withou
 
 import json
 import pathlib
-import socket
 import sys
 import uuid
 
@@ -18,6 +17,7 @@ _TESTS = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(_TESTS))
 sys.path.insert(0, str(_TESTS / "pipelines"))
 
+import vertex_fixtures  # noqa: E402
 from fake_vertex_server import FakeVertex  # noqa: E402
 from gcs_emulator import emulator_fixture  # noqa: E402
 
@@ -40,36 +40,8 @@ REGION = "us-central1"
 TF2_CPU = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 
 gcs = emulator_fixture(scope="module", bucket=BUCKET)
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    """Fails any connection the SDK would open to anything but this machine."""
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def connect(sock, address):
-        if isinstance(address, tuple) and address[0] not in _LOOPBACK:
-            raise AssertionError(f"the test tried to reach {address}")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in _LOOPBACK and host is not None:
-            raise AssertionError(f"the test tried to resolve {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-@pytest.fixture()
-def credentials(monkeypatch):
-    """Application Default Credentials that need no Google account."""
-    import google.auth
-    from google.auth.credentials import AnonymousCredentials
-
-    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (AnonymousCredentials(), None))
+# Module-level names are what pytest looks up; loopback_only is autouse, so it guards every test.
+loopback_only, credentials, no_credentials = vertex_fixtures.FIXTURES
 
 
 @pytest.fixture()
@@ -290,15 +262,8 @@ def test_endpoint_from_the_environment_and_a_custom_serving_image(
 
 
 def test_missing_credentials_fail_before_anything_is_written(
-    gcs, staging, saved_model_dir, config_path, monkeypatch
+    gcs, staging, saved_model_dir, config_path, no_credentials
 ):
-    import google.auth
-    from google.auth import exceptions
-
-    def no_credentials(scopes=None):
-        raise exceptions.DefaultCredentialsError("Your default credentials were not found.")
-
-    monkeypatch.setattr(google.auth, "default", no_credentials)
     registry = open_registry(f"vertex://{PROJECT}/{REGION}/vision?staging={staging}")
     with pytest.raises(RegistryError, match="no Google Cloud credentials found") as excinfo:
         _push(registry, saved_model_dir, config_path)
