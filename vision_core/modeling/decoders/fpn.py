@@ -52,8 +52,31 @@ def normalize_input_specs(
     return specs
 
 
+class MultilevelDecoderMixin:
+    """The config and spec protocol of the multilevel decoders (FPN, NAS-FPN): constructor
+    arguments in `self._config_dict` with `input_specs` as {level: TensorShape}, outputs
+    described by `self._output_specs`."""
+
+    def get_config(self) -> dict[str, Any]:
+        config = nn_layers.serializable_config(self._config_dict)
+        # Plain lists survive JSON; __init__ turns them back into TensorShapes.
+        config["input_specs"] = {
+            k: v.as_list() for k, v in self._config_dict["input_specs"].items()
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Any:
+        return cls(**config)
+
+    @property
+    def output_specs(self) -> dict[str, tf.TensorShape]:
+        """{level: TensorShape} of the outputs, min_level..max_level."""
+        return self._output_specs
+
+
 @tf_keras.utils.register_keras_serializable(package="Vision")
-class FPN(tf_keras.Model):
+class FPN(MultilevelDecoderMixin, tf_keras.Model):
     """Feature Pyramid Network: {level: features} in, {level: num_filters features} out."""
 
     def __init__(
@@ -190,21 +213,6 @@ class FPN(tf_keras.Model):
 
         self._output_specs = {level: tensor.shape for level, tensor in outputs.items()}
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-
-    def get_config(self) -> dict[str, Any]:
-        config = dict(self._config_dict)
-        # Plain lists survive JSON; __init__ turns them back into TensorShapes.
-        config["input_specs"] = {k: v.as_list() for k, v in config["input_specs"].items()}
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> FPN:
-        return cls(**config)
-
-    @property
-    def output_specs(self) -> dict[str, tf.TensorShape]:
-        """{level: TensorShape} of the outputs, min_level..max_level."""
-        return self._output_specs
 
 
 @registry.register_decoder_builder("fpn")

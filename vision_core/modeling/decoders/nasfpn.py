@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras
 
 from vision_core.modeling.decoders import registry
-from vision_core.modeling.decoders.fpn import normalize_input_specs
+from vision_core.modeling.decoders.fpn import MultilevelDecoderMixin, normalize_input_specs
 from vision_core.modeling.layers import nn_layers
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def _nearest_upsampling(x: tf.Tensor, scale: int) -> tf.Tensor:
 
 
 @tf_keras.utils.register_keras_serializable(package="Vision")
-class NASFPN(tf_keras.Model):
+class NASFPN(MultilevelDecoderMixin, tf_keras.Model):
     """NAS-FPN: {level: features} in, {level: num_filters features} out for min..max_level."""
 
     def __init__(
@@ -347,24 +347,6 @@ class NASFPN(tf_keras.Model):
 
         num_outputs = max_level - min_level + 1
         return {levels[i]: feats[i] for i in range(len(feats) - num_outputs, len(feats))}
-
-    # ---------------------------------------------------------------------- serialization
-    def get_config(self) -> dict[str, Any]:
-        config = nn_layers.serializable_config(self._config_dict)
-        # Plain lists survive JSON; __init__ turns them back into TensorShapes.
-        config["input_specs"] = {
-            k: v.as_list() for k, v in self._config_dict["input_specs"].items()
-        }
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> NASFPN:
-        return cls(**config)
-
-    @property
-    def output_specs(self) -> dict[str, tf.TensorShape]:
-        """{level: TensorShape} of the outputs, min_level..max_level."""
-        return self._output_specs
 
 
 @registry.register_decoder_builder("nasfpn")
