@@ -2,8 +2,8 @@
 
 Graph (one pipeline for all splits):
 
-  shards.jsonl: one line per (split, shard) with its record references, listed and sorted in
-  the launcher (shard = sorted index mod num_shards)
+  shards.jsonl: one line per (split, shard) naming refs/<split>-<shard>.jsonl, the shard's record
+  references, listed and sorted in the launcher (shard = sorted index mod num_shards)
     → Reshuffle (spreads the shards over the workers)
     → per shard, on a worker: load + encode each record in key order, append it to the
       shard's TFRecord file, then write the shard's statistics   ──bad──▶ bad_records.jsonl
@@ -70,6 +70,7 @@ SUMMARY_FILE = outputs.SUMMARY_FILE
 BAD_RECORDS_FILE = outputs.BAD_RECORDS_FILE
 SUMMARY_VERSION = outputs.SUMMARY_VERSION
 _TMP_DIR_PREFIX = ".tmp-convert-"
+_REFS_DIR = "refs"
 _STATS_DIR = outputs.STATS_DIR
 _BAD_TAG = "bad"
 # Kept here under their old names: tests and callers reach them through this module.
@@ -88,9 +89,10 @@ class _WriteShardDoFn(beam.DoFn):
     """Converts one shard: loads its records in key order, writes each to the shard's TFRecord
     file as it goes, then the shard's statistics file; bad records go to the `bad` output.
 
-    The element is one manifest line, {split, shard, refs}. Records never travel through the
-    runner: it moves only these lines and the bad-record entries, so memory stays that of one
-    record per worker whatever the dataset's size, and the shard is the unit of parallelism.
+    The element is one manifest line, {split, shard, refs_file}. Records never travel through
+    the runner: it moves only these lines and the bad-record entries, and the worker reads the
+    shard's references one at a time, so memory stays that of one record per worker whatever
+    the dataset's size; the shard is the unit of parallelism.
     With a `progress_dir`, each instance also keeps its running counts in a file there.
     """
 
@@ -125,7 +127,11 @@ class _WriteShardDoFn(beam.DoFn):
         item = json.loads(line)
         # The output split: the source's split renamed (VOC's 'val' written as 'validation').
         split, shard = item["split"], item["shard"]
-        refs = [sources.RecordRef.from_json(text) for text in item["refs"]]
+        # The shard's references are read one at a time from its own file.
+        refs = (
+            sources.RecordRef.from_json(text)
+            for text in _fs.read_bytes(item["refs_file"]).decode("utf-8").splitlines()
+        )
         name = shard_name(split, shard, self._num_shards[split], self._compression)
         written: list[list[str]] = []
         histogram: Counter[str] = Counter()
@@ -215,6 +221,27 @@ def _build(
         | "CollectBad" >> beam.combiners.ToList()
         | "WriteBad" >> beam.ParDo(_WriteBadRecordsDoFn(_fs.join(tmp_dir, BAD_RECORDS_FILE)))
     )
+
+
+def _write_manifest(
+    manifest: str,
+    tmp_dir: str,
+    shard_keys: Sequence[tuple[str, int]],
+    refs: Sequence[tuple[str, int, sources.RecordRef]],
+) -> None:
+    """One line per shard naming the file of its record references (one JSON line each, in key
+    order), so the runner moves only short lines and a worker holds one reference at a time."""
+    by_shard: dict[tuple[str, int], list[sources.RecordRef]] = {key: [] for key in shard_keys}
+    for split, shard, ref in refs:
+        by_shard[(split, shard)].append(ref)
+    lines = []
+    for (split, shard), shard_refs in by_shard.items():
+        refs_file = _fs.join(tmp_dir, _REFS_DIR, f"{split}-{shard:05d}.jsonl")
+        _fs.write_text_atomic(refs_file, "".join(ref.to_json() + "\n" for ref in shard_refs))
+        lines.append(
+            json.dumps({"split": split, "shard": shard, "refs_file": refs_file}, sort_keys=True)
+        )
+    _fs.write_text_atomic(manifest, "".join(line + "\n" for line in lines))
 
 
 def run(
@@ -464,16 +491,7 @@ def _convert(
     _fs.makedirs(_fs.join(tmp_dir, _STATS_DIR))
     try:
         manifest = _fs.join(tmp_dir, "shards.jsonl")
-        by_shard: dict[tuple[str, int], list[str]] = {key: [] for key in shard_keys}
-        for split, shard, ref in refs:
-            by_shard[(split, shard)].append(ref.to_json())
-        _fs.write_text_atomic(
-            manifest,
-            "".join(
-                json.dumps({"split": split, "shard": shard, "refs": lines}, sort_keys=True) + "\n"
-                for (split, shard), lines in by_shard.items()
-            ),
-        )
+        _write_manifest(manifest, tmp_dir, shard_keys, refs)
         progress_dir = _fs.join(tmp_dir, progress_lib.PROGRESS_DIR) if on_progress else None
         monitor = (
             progress_lib.ProgressMonitor(progress_dir, len(refs), on_progress)
