@@ -21,9 +21,10 @@ def _version() -> str:
         return "dev"
 
 
-# The image every step runs in: `VISION_PIPELINES_IMAGE` when set (e.g. the registry path `make
-# image` pushed), else the project's name and version (`make image` tags that). A pipeline
-# config's `image` overrides both.
+# The image every step runs in: `VISION_PIPELINES_IMAGE` when set, else the project's name and
+# version (`make image` tags that). A pipeline config's `image` overrides both. Compiling for a
+# cluster never falls back to this: `compile`, `submit` and `schedule` need a pullable reference
+# (pipelines/image_ref.py).
 DEFAULT_IMAGE = os.environ.get("VISION_PIPELINES_IMAGE") or f"vision-pipelines:{_version()}"
 
 
@@ -242,24 +243,33 @@ def push_op(
     alias: str,
     code_version: str,
     run_name: str,
+    image: str,
 ) -> dict:
-    """Registers the SavedModel with config, metrics and lineage; moves the alias to it."""
+    """Registers the SavedModel with config, metrics and lineage; moves the alias to it.
+
+    The lineage records `image` (the reference the pipeline was compiled with) and the code
+    version the step itself runs (see `pipeline_lineage`).
+    """
     import os
     import tempfile
 
     from components.push_model import run
+    from components.push_model.step import pipeline_lineage
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(experiment_yaml)
         config_path = f.name
-    lineage = {
-        "dataset_fingerprint": dataset.metadata.get("fingerprint", ""),
-        "dataset_uri": dataset.uri,
-        "config_hash": model.metadata.get("config_hash", ""),
-        "code_version": code_version,
-        "parent_run": run_name,
-        "model_uri": model.uri,
-    }
+    lineage = pipeline_lineage(
+        {
+            "dataset_fingerprint": dataset.metadata.get("fingerprint", ""),
+            "dataset_uri": dataset.uri,
+            "config_hash": model.metadata.get("config_hash", ""),
+            "parent_run": run_name,
+            "model_uri": model.uri,
+        },
+        image=image,
+        code_version=code_version,
+    )
     result = run(
         saved_model_dir=os.path.join(model.path, "saved_model"),
         registry_uri=registry_uri,
@@ -275,7 +285,7 @@ def push_op(
 
 
 def build_ops(image: str | None = None) -> types.SimpleNamespace:
-    """The ops bound to one container image (the project's image by default)."""
+    """The ops bound to one container image (the project's image by default); `.image` is it."""
     image = image or DEFAULT_IMAGE
 
     def make(fn):
@@ -287,4 +297,5 @@ def build_ops(image: str | None = None) -> types.SimpleNamespace:
         evaluate=make(evaluate_op),
         validate=make(validate_op),
         push=make(push_op),
+        image=image,
     )

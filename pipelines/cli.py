@@ -1,13 +1,14 @@
 """`vision-pipelines`: run pipelines locally, compile them, and reach each step directly.
 
-vision-pipelines run [PIPELINE_CONFIG] [--set dotted.key=value ...]
-vision-pipelines compile [PIPELINE_CONFIG] -o pipeline.yaml
+vision-pipelines run [PIPELINE_CONFIG] [--set dotted.key=value ...] [--runner docker]
+vision-pipelines compile [PIPELINE_CONFIG] -o pipeline.yaml --image REGISTRY/PATH:TAG
 vision-pipelines convert ...          (the Beam conversion step; --help for options)
 vision-pipelines train ...            (python -m vision_core.train flags)
 vision-pipelines evaluate --model SAVED_MODEL --dataset DIR --num-classes N [--task classification]
-vision-pipelines submit CONFIG (--kfp-host URL | --vertex --project P --region R
-                               --pipeline-root gs://...)
-vision-pipelines schedule CONFIG --cron '0 3 * * 1' (--kfp-host URL | --vertex ...)
+vision-pipelines submit CONFIG --image REGISTRY/PATH:TAG (--kfp-host URL | --vertex --project P
+                               --region R --pipeline-root gs://...)
+vision-pipelines schedule CONFIG --cron '0 3 * * 1' --image REGISTRY/PATH:TAG (--kfp-host URL |
+                               --vertex ...)
 vision-pipelines schedule list|pause|resume|delete [ID] (--kfp-host URL | --vertex ...)
 vision-pipelines registry list|show|promote|rollback|diff REGISTRY_URI MODEL ...
 vision-pipelines import-weights BUNDLE --output DIR [--check]
@@ -53,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument("--no-cache", action="store_true", help="rerun every step (no step caching)")
+    run.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="subprocess: each step in this environment; docker: each step in the project "
+        "image (make image), through Docker or podman",
+    )
+    run.add_argument(
+        "--image", default=None, help="--runner docker: the local image (default: make image's)"
+    )
 
     comp = sub.add_parser("compile", help="compile a pipeline config to KFP pipeline YAML")
     comp.add_argument("config", nargs="?")
@@ -61,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "--no-cache", action="store_true", help="compile with step caching turned off"
     )
+    _add_image_argument(comp)
 
     sub.add_parser("convert", help="convert a dataset to TFRecords (Beam)", add_help=False)
     sub.add_parser(
@@ -92,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     sbm.add_argument("--service-account", default=None)
     sbm.add_argument("--no-cache", action="store_true", help="disable step caching")
     sbm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_image_argument(sbm)
 
     sch = sub.add_parser(
         "schedule",
@@ -114,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sch.add_argument("--no-cache", action="store_true", help="disable step caching")
     sch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_image_argument(sch)
 
     pred = sub.add_parser(
         "predict", help="run an exported SavedModel on images; detections are drawn into PNGs"
@@ -154,6 +168,17 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("experiments", help="list registered experiment configs")
     return parser
+
+
+def _add_image_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--image",
+        default=None,
+        metavar="REGISTRY/PATH:TAG",
+        help="the image every step runs in, as the cluster pulls it (default: the config's "
+        "image, else the one `make image-push` recorded); a tag that `make image-push` pushed "
+        "is compiled as its digest",
+    )
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -308,16 +333,25 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipelines.config import load_pipeline_config
+    from pipelines.docker_runner import DockerRunnerError
     from pipelines.local_run import run_local
 
     config = load_pipeline_config(args.config, _overrides(args.set))
     if args.no_cache:
         config.enable_caching = False
-    print(f"Running pipeline {config.name!r} locally (KFP SubprocessRunner)")
+    if args.image and args.runner != "docker":
+        raise UserError("--image applies to --runner docker (the subprocess runner uses no image)")
+    kind = "DockerRunner, one container per step" if args.runner == "docker" else "SubprocessRunner"
+    print(f"Running pipeline {config.name!r} locally (KFP {kind})")
     print(f"  pipeline root: {config.pipeline_root}")
     print(f"  registry:      {config.registry.uri} (model {config.registry.model_name!r})")
     tic = time.time()
-    summary = run_local(config)
+    try:
+        summary = run_local(config, runner=args.runner, image=args.image)
+    except DockerRunnerError as err:
+        raise UserError(str(err)) from None
+    if summary.get("image"):
+        print(f"  image:         {summary['image']['tag']} ({summary['image']['id'][:19]})")
     summary["wall_seconds"] = round(time.time() - tic, 1)
     if args.json:
         # One line, last, so scripts can take the final line of the output.
@@ -384,21 +418,21 @@ def format_summary(summary: dict[str, Any], config) -> str:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from kfp import compiler
+    from pipelines.config import DEFAULT_PIPELINE_CONFIG, load_pipeline_config
+    from pipelines.submit import compile_package, use_cluster_image
 
-    from pipelines.config import load_pipeline_config
-    from pipelines.training import build_pipeline
-
-    config = load_pipeline_config(args.config, _overrides(args.set))
+    config_path = args.config or DEFAULT_PIPELINE_CONFIG
+    config = load_pipeline_config(config_path, _overrides(args.set))
     if args.no_cache:
         config.enable_caching = False
-    pipeline = build_pipeline(config)
+    # A compiled pipeline is for a cluster: refuse an image it cannot pull before compiling.
+    image = use_cluster_image(config, args.image, config_path)
     output = os.path.abspath(args.output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     tmp = f"{output}.tmp.yaml"
-    compiler.Compiler().compile(pipeline, tmp)
+    compile_package(config, tmp)
     os.replace(tmp, output)
-    print(f"Compiled {config.name!r} to {output}")
+    print(f"Compiled {config.name!r} to {output}\n  image: {image}")
     return 0
 
 
@@ -431,13 +465,15 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             service_account=args.service_account,
             network=args.network,
             enable_caching=False if args.no_cache else None,
+            image=args.image,
+            config_path=args.config,
         )
         _print_warnings(result)
         experiment = f", experiment {result['experiment']!r}" if result["experiment"] else ""
         print(
             f"Submitted Vertex AI pipeline job {result['job_id']} ({result['run_name']!r}) in "
             f"{result['project']}/{result['region']}{experiment}; pipeline root "
-            f"{result['pipeline_root']}\n  {result['console_url']}"
+            f"{result['pipeline_root']}\n  image: {result['image']}\n  {result['console_url']}"
         )
         return 0
     from pipelines.submit import submit_kfp
@@ -451,11 +487,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         enable_caching=False if args.no_cache else None,
         namespace=args.namespace,
         service_account=args.service_account,
+        image=args.image,
+        config_path=args.config,
     )
     _print_warnings(result)
     print(
         f"Submitted run {result['run_id']} ({result['run_name']!r}) to {result['host']}, "
-        f"experiment {result['experiment']!r}; {result['note']}"
+        f"experiment {result['experiment']!r}; {result['note']}\n  image: {result['image']}"
     )
     return 0
 
@@ -466,6 +504,11 @@ SCHEDULE_ACTIONS = ("list", "pause", "resume", "delete")
 def _cmd_schedule(args: argparse.Namespace) -> int:
     _check_backend_options(args)
     if args.target in SCHEDULE_ACTIONS:
+        if args.image:
+            raise UserError(
+                f"--image: schedule {args.target} changes no pipeline; the image is chosen when "
+                "creating a schedule (schedule CONFIG --cron ... --image ...)"
+            )
         return _schedule_action(args)
     from pipelines.config import load_pipeline_config
 
@@ -487,12 +530,14 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
             labels=parse_labels(args.label),
             service_account=args.service_account,
             network=args.network,
+            image=args.image,
+            config_path=args.target,
         )
         _print_warnings(result)
         print(
             f"Scheduled {result['name']!r} ({result['schedule_id']}) with cron "
             f"'{result['cron']}' in {result['project']}/{result['region']}; pipeline root "
-            f"{result['pipeline_root']}\n  {result['console_url']}"
+            f"{result['pipeline_root']}\n  image: {result['image']}\n  {result['console_url']}"
         )
         return 0
     from pipelines import submit
@@ -507,11 +552,14 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         max_concurrency=args.max_concurrency,
         catchup=args.catchup,
         namespace=args.namespace,
+        image=args.image,
+        config_path=args.target,
     )
     _print_warnings(result)
     print(
         f"Scheduled {result['name']!r} ({result['recurring_run_id']}) with cron "
-        f"'{result['cron']}' in experiment {result['experiment']!r}; {result['note']}"
+        f"'{result['cron']}' in experiment {result['experiment']!r}; {result['note']}\n"
+        f"  image: {result['image']}"
     )
     return 0
 

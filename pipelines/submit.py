@@ -8,6 +8,10 @@ Paths in a pipeline config are local by default (`artifacts/...`). A cluster can
 so a local `pipeline_root` is dropped on submission (the cluster's default root is used unless
 `--pipeline-root` names a bucket), and the caller is told; a local registry or source folder is
 reported by `cluster_warnings` (shared with the Vertex AI path in `pipelines.vertex`).
+
+The image the steps run in must be one a cluster can pull: `use_cluster_image` resolves and
+checks it (`pipelines.image_ref`) before any server is contacted, and a pipeline compiled for an
+image pinned by digest keys its step cache on that digest.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import urllib.parse
 from typing import Any
 
 from pipelines.config import PipelineConfig
+from pipelines.image_ref import image_code_version, resolve_cluster_image
 
 REMOTE_SCHEMES = ("gs://", "s3://", "minio://", "https://", "http://")
 
@@ -97,13 +102,41 @@ def cluster_warnings(config: PipelineConfig) -> list[str]:
     return warnings
 
 
+def use_cluster_image(
+    config: PipelineConfig, image: str | None = None, config_path: str | None = None
+) -> str:
+    """Resolves the image for a cluster (`resolve_cluster_image`) and sets `config.image`.
+
+    Args:
+      config: the pipeline config; its `image` is the fallback for `image`.
+      image: `--image`, when given.
+      config_path: the config file, named in errors about its `image`.
+
+    Returns:
+      The reference the steps will run in (the pushed digest when the record has one for it).
+
+    Raises:
+      ImageReferenceError: no image anywhere, or one that a cluster cannot pull.
+    """
+    resolved = resolve_cluster_image(image, config.image, config_path)
+    config.override({"image": resolved})
+    return resolved
+
+
 def compile_package(config: PipelineConfig, path: str, run_name: str = "") -> str:
-    """Compiles the config's pipeline to a YAML package at `path`."""
+    """Compiles the config's pipeline for a cluster to a YAML package at `path`.
+
+    With `config.image` pinned by digest, the digest is the code version (the convert and train
+    steps' cache key): the submitting machine's checkout says nothing about the code in the
+    image. With a tag only, the checkout's code version stays.
+    """
     from kfp import compiler
 
     from pipelines.training import build_pipeline
 
-    compiler.Compiler().compile(build_pipeline(config, run_name=run_name), path)
+    version = image_code_version(config.image) if config.image else None
+    pipeline = build_pipeline(config, run_name=run_name, code_version=version)
+    compiler.Compiler().compile(pipeline, path)
     return path
 
 
@@ -125,12 +158,19 @@ def submit_kfp(
     namespace: str | None = None,
     token: str | None = None,
     service_account: str | None = None,
+    image: str | None = None,
+    config_path: str | None = None,
 ) -> dict[str, Any]:
     """Compiles `config` and starts one run on the KFP cluster at `host`.
 
+    `image` (else the config's `image`, else the pushed image's record) names the image the
+    steps run in; see `use_cluster_image`. `config_path` is named in errors about it.
+
     Returns:
-      {'run_id', 'experiment', 'run_name', 'host', 'pipeline_root', 'note', 'warnings'}.
+      {'run_id', 'experiment', 'run_name', 'host', 'pipeline_root', 'image', 'note',
+       'warnings'}.
     """
+    image = use_cluster_image(config, image, config_path)
     kfp_client = client(host, namespace, token)
     root, note = remote_pipeline_root(config, pipeline_root)
     experiment = experiment or config.name
@@ -161,6 +201,7 @@ def submit_kfp(
         "run_name": run_name,
         "host": host,
         "pipeline_root": root,
+        "image": image,
         "note": note,
         "warnings": cluster_warnings(config),
     }
@@ -194,13 +235,18 @@ def schedule_kfp(
     catchup: bool = False,
     namespace: str | None = None,
     token: str | None = None,
+    image: str | None = None,
+    config_path: str | None = None,
 ) -> dict[str, Any]:
     """Creates a recurring run of `config` on the cluster at `host`.
 
+    `image` and `config_path` as for `submit_kfp`.
+
     Returns:
-      {'recurring_run_id', 'name', 'cron', 'experiment', 'host', 'note', 'warnings'}.
+      {'recurring_run_id', 'name', 'cron', 'experiment', 'host', 'image', 'note', 'warnings'}.
     """
     cron6 = kfp_cron(cron)
+    image = use_cluster_image(config, image, config_path)
     kfp_client = client(host, namespace, token)
     root, note = remote_pipeline_root(config, pipeline_root)
     experiment = experiment or config.name
@@ -231,6 +277,7 @@ def schedule_kfp(
         "cron": cron6,
         "experiment": experiment,
         "host": host,
+        "image": image,
         "note": note,
         "warnings": cluster_warnings(config),
     }

@@ -15,6 +15,7 @@ from typing import Any
 
 from kfp import dsl
 
+from components.common import CODE_VERSION_ENV
 from components.kfp_ops import build_ops
 from pipelines import resources
 from pipelines.config import PipelineConfig
@@ -73,9 +74,6 @@ def class_names(config: PipelineConfig, experiment: ExperimentConfig) -> list[st
     return []
 
 
-CODE_VERSION_ENV = "VISION_PIPELINES_CODE_VERSION"
-
-
 def code_version() -> str:
     """The package version, plus the git commit when run from a checkout.
 
@@ -105,6 +103,10 @@ def code_version() -> str:
     return version
 
 
+# `build_pipeline`'s `code_version` parameter hides the function inside it.
+_checkout_code_version = code_version
+
+
 def _source_options(ds: Any) -> dict[str, Any]:
     """The convert step's source-specific `run` arguments from the dataset config."""
     from components.convert_dataset.sharding import parse_byte_size
@@ -124,8 +126,24 @@ def _source_options(ds: Any) -> dict[str, Any]:
     return options
 
 
-def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
-    """A KFP pipeline for `config.task` ('segmentation' or 'classification')."""
+def build_pipeline(
+    config: PipelineConfig,
+    run_name: str = "",
+    code_version: str | None = None,
+    runs_in_image: bool = True,
+) -> Any:
+    """A KFP pipeline for `config.task` (segmentation, classification or detection).
+
+    Args:
+      config: the pipeline config; its `image` (else the default image) runs every step.
+      run_name: recorded as the pushed version's parent run.
+      code_version: the code the steps run, part of the convert and train steps' cache key and
+        the lineage's fallback: give the image's identity when the steps run in an image
+        (`image:sha256:...` of a pinned digest, a local image ID). Default: this checkout's
+        (`code_version()`), right only when the steps run this checkout's code.
+      runs_in_image: False when the steps run outside any image (the local subprocess runner):
+        the lineage then records no image rather than one that never ran.
+    """
     experiment = resolve_checked_experiment(config)
     # One line of JSON (which is YAML): KFP copies parameter defaults into a comment header of
     # the compiled file, and a multi-line default there breaks the YAML.
@@ -136,7 +154,7 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
     shapes = ds.shapes
     gate = config.gate
     reg = config.registry
-    version = code_version()
+    version = code_version or _checkout_code_version()
     common = {
         "source": ds.source,
         "source_dir": ds.source_dir,
@@ -269,6 +287,9 @@ def build_pipeline(config: PipelineConfig, run_name: str = "") -> Any:
                 alias=alias,
                 code_version=code_version,
                 run_name=run_name,
+                # A constant, not a pipeline parameter: overriding it at submission would not
+                # change the image the steps run in, only what the lineage claims.
+                image=ops.image if runs_in_image else "",
             ).set_display_name("push")
             push.set_caching_options(False)
             resources.apply(push, config.resources.for_step("push"))

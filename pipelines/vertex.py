@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from pipelines.config import PipelineConfig
-from pipelines.submit import SubmitError, cluster_warnings, compile_package
+from pipelines.submit import SubmitError, cluster_warnings, compile_package, use_cluster_image
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +266,8 @@ def submit_vertex(
     service_account: str | None = None,
     network: str | None = None,
     enable_caching: bool | None = None,
+    image: str | None = None,
+    config_path: str | None = None,
 ) -> dict[str, Any]:
     """Compiles `config` and starts one Vertex AI pipeline run.
 
@@ -279,12 +281,16 @@ def submit_vertex(
       service_account: the account the steps run as (default: the Compute Engine default).
       network: a VPC to peer with, projects/NUMBER/global/networks/NAME.
       enable_caching: False disables step caching (default: the config's enable_caching).
+      image: the image the steps run in (default: the config's `image`, else the pushed
+        image's record); see `pipelines.submit.use_cluster_image`.
+      config_path: the config file, named in errors about its `image`.
 
     Returns:
       {'job_id', 'resource_name', 'run_name', 'project', 'region', 'pipeline_root',
-       'experiment', 'console_url', 'warnings'}.
+       'experiment', 'image', 'console_url', 'warnings'}.
     """
     root = vertex_pipeline_root(config, pipeline_root)
+    image = use_cluster_image(config, image, config_path)
     aiplatform = connect(target)
     run_name = run_name or config.name
     warnings = cluster_warnings(config)
@@ -310,6 +316,7 @@ def submit_vertex(
         "region": target.region,
         "pipeline_root": root,
         "experiment": experiment,
+        "image": image,
         "console_url": target.console("runs", job_id),
         "warnings": warnings,
     }
@@ -326,17 +333,22 @@ def schedule_vertex(
     service_account: str | None = None,
     network: str | None = None,
     enable_caching: bool | None = None,
+    image: str | None = None,
+    config_path: str | None = None,
 ) -> dict[str, Any]:
     """Creates a Vertex AI pipeline schedule running `config` on `cron`.
 
+    `image` and `config_path` as for `submit_vertex`.
+
     Returns:
       {'schedule_id', 'resource_name', 'name', 'cron', 'project', 'region', 'pipeline_root',
-       'console_url', 'warnings'}.
+       'image', 'console_url', 'warnings'}.
     """
     cron = vertex_cron(cron)
     if max_concurrency < 1:
         raise SubmitError(f"--max-concurrency: expected >= 1, got {max_concurrency}")
     root = vertex_pipeline_root(config, pipeline_root)
+    image = use_cluster_image(config, image, config_path)
     aiplatform = connect(target)
     name = name or f"{config.name}-schedule"
     warnings = cluster_warnings(config)
@@ -363,6 +375,7 @@ def schedule_vertex(
         "project": target.project,
         "region": target.region,
         "pipeline_root": root,
+        "image": image,
         "console_url": target.console("schedules", schedule_id),
         "warnings": warnings,
     }

@@ -11,6 +11,7 @@ from components.convert_dataset import errors
 
 DIRECT_RUNNERS = {"directrunner", "direct"}
 RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
+PORTABLE_RUNNERS = {"portablerunner", "portable"}
 # Beam's data-stream time limit meaning "flush by size only".
 NO_TIMED_FLUSH = 0
 
@@ -46,6 +47,13 @@ def pipeline_runner_and_options(
     ]
     options = PipelineOptions(args)
     runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
+    if runner_name.lower() in PORTABLE_RUNNERS and _embedded_job_service(options):
+        # The embedded job service runs Beam's local runner in this process, with the same data
+        # server as the direct case; its SDK workers (e.g. a worker pool in the project image,
+        # --environment_type EXTERNAL) already flush by size only unless told otherwise.
+        from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+        worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = NO_TIMED_FLUSH
     if runner_name.lower() in DIRECT_RUNNERS:
         from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 
@@ -55,3 +63,9 @@ def pipeline_runner_and_options(
         worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = NO_TIMED_FLUSH
         return fn_runner.FnApiRunner(), options
     return runner_name, options
+
+
+def _embedded_job_service(options: PipelineOptions) -> bool:
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    return (options.view_as(PortableOptions).job_endpoint or "").lower() == "embed"

@@ -7,12 +7,32 @@ the model, so it can also be used to register a model by hand.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
+from components.common import CODE_VERSION_ENV
 from components.registry import DEFAULT_ALIAS, open_registry
 
 logger = logging.getLogger(__name__)
+
+
+def pipeline_lineage(lineage: Mapping[str, Any], image: str, code_version: str) -> dict[str, Any]:
+    """`lineage` completed with what ran the step: the image and the code version.
+
+    The code version is the one the running code reports, `$VISION_PIPELINES_CODE_VERSION`,
+    which the image bakes in at build time; the compile-time value only stands in where that is
+    unset (e.g. the local subprocess runner, which runs the checkout's code).
+
+    Args:
+      lineage: the pipeline's provenance (dataset fingerprint, config hash, parent run, ...).
+      image: the image reference the pipeline was compiled with (a digest when pinned).
+      code_version: the compile-time code version (the step cache's key).
+    """
+    out = dict(lineage)
+    out["image"] = image or None
+    out["code_version"] = os.environ.get(CODE_VERSION_ENV) or code_version or None
+    return out
 
 
 def run(

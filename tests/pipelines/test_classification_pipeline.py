@@ -14,12 +14,15 @@ from pipelines.local_run import run_local
 sys.path.insert(0, os.path.dirname(__file__))
 from tiny_pipeline import write_tiny_pipeline, write_yaml  # noqa: E402
 
+# Compiling for a cluster needs an image it can pull.
+IMAGE = "registry.example/vision-pipelines:test"
+
 SHAPES_CLASSIFICATION = f"{PROJECT_ROOT}/configs/pipelines/shapes_classification.yaml"
 
 
 def test_shapes_classification_compiles_with_the_accuracy_evaluator(tmp_path):
     out = tmp_path / "p.yaml"
-    assert cli_main(["compile", SHAPES_CLASSIFICATION, "-o", str(out)]) == 0
+    assert cli_main(["compile", SHAPES_CLASSIFICATION, "-o", str(out), "--image", IMAGE]) == 0
     spec = next(yaml.safe_load_all(out.read_text()))
     tasks = spec["root"]["dag"]["tasks"]
     assert {

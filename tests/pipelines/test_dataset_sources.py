@@ -16,6 +16,9 @@ from vision_core.hyperparams import ConfigError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "components" / "convert_dataset"))
 from test_convert_voc import write_voc  # noqa: E402
 
+# Compiling for a cluster needs an image it can pull.
+IMAGE = "registry.example/vision-pipelines:test"
+
 
 def _config(tmp_path, dataset, **extra):
     path = tmp_path / "configs" / "pipelines" / "p.yaml"
@@ -30,7 +33,7 @@ def test_voc_maps_its_val_split_to_validation_and_paths_resolve(tmp_path):
     assert config.dataset.source_dir == str(tmp_path / "data" / "VOC2012")
     assert config.dataset.split_map() == {"train": "train", "validation": "val"}
     out = tmp_path / "p.yaml"
-    assert cli_main(["compile", str(path), "-o", str(out)]) == 0
+    assert cli_main(["compile", str(path), "-o", str(out), "--image", IMAGE]) == 0
     params = next(yaml.safe_load_all(out.read_text()))["root"]["inputDefinitions"]["parameters"]
     assert params["source"]["defaultValue"] == "voc"
     assert params["splits"]["defaultValue"] == {"train": "train", "validation": "val"}
@@ -55,7 +58,7 @@ def test_coco_paths_and_options_reach_the_convert_step(tmp_path):
     assert config.dataset.annotations["train"] == str(tmp_path / "ann" / "train.json")
     assert config.dataset.images["validation"] == "gs://b/val"
     out = tmp_path / "p.yaml"
-    assert cli_main(["compile", str(path), "-o", str(out)]) == 0
+    assert cli_main(["compile", str(path), "-o", str(out), "--image", IMAGE]) == 0
     params = next(yaml.safe_load_all(out.read_text()))["root"]["inputDefinitions"]["parameters"]
     assert params["source_options"]["defaultValue"] == {
         "annotation_files": {

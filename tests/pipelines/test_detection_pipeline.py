@@ -15,12 +15,15 @@ from pipelines.local_run import run_local
 sys.path.insert(0, os.path.dirname(__file__))
 from tiny_pipeline import write_tiny_pipeline  # noqa: E402
 
+# Compiling for a cluster needs an image it can pull.
+IMAGE = "registry.example/vision-pipelines:test"
+
 SHAPES_RETINANET = f"{PROJECT_ROOT}/configs/pipelines/shapes_retinanet.yaml"
 
 
 def test_shapes_retinanet_compiles_with_the_coco_evaluator(tmp_path):
     out = tmp_path / "p.yaml"
-    assert cli_main(["compile", SHAPES_RETINANET, "-o", str(out)]) == 0
+    assert cli_main(["compile", SHAPES_RETINANET, "-o", str(out), "--image", IMAGE]) == 0
     spec = next(yaml.safe_load_all(out.read_text()))
     tasks = spec["root"]["dag"]["tasks"]
     assert {"convert-dataset-op", "train-op", "evaluate-op", "validate-op"} <= set(tasks)

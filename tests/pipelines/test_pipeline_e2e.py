@@ -78,9 +78,11 @@ def test_pipeline_runs_end_to_end_and_the_gate_guards_the_champion(tmp_path, cap
     record = registry.get_version("tiny", 1)
     lineage = record.lineage
     assert lineage["dataset_fingerprint"] and lineage["config_hash"]
-    assert os.path.isdir(os.path.join(registry.path("tiny", 1), "saved_model")) or os.path.isdir(
-        registry.path("tiny", 1)
-    )
+    # What ran the steps: no image (the subprocess runner runs this checkout) and the code
+    # version the push step saw.
+    assert lineage["image"] is None and lineage["code_version"] == "test-e2e"
+    # `path` is the version's SavedModel folder.
+    assert os.path.isfile(os.path.join(registry.path("tiny", 1), "saved_model.pb"))
 
     # A second run that cannot meet the threshold: the gate holds it back, nothing moves.
     code = cli_main(["run", str(pipe_path), "--set", "gate.min_value=1.5", "--json"])

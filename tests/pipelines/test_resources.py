@@ -10,6 +10,9 @@ from pipelines.resources import ResourcesConfig
 from pipelines.training import code_version
 from vision_core.hyperparams import ConfigError
 
+# Compiling for a cluster needs an image it can pull.
+IMAGE = "registry.example/vision-pipelines:test"
+
 RESOURCES = {
     "default": {"cpu_request": "1", "memory_request": "2Gi"},
     "train": {
@@ -30,7 +33,7 @@ def _compile(tmp_path, *extra, resources=RESOURCES):
     config.parent.mkdir(parents=True)
     config.write_text(yaml.safe_dump({"resources": resources}))
     out = tmp_path / "p.yaml"
-    assert cli_main(["compile", str(config), "-o", str(out), *extra]) == 0
+    assert cli_main(["compile", str(config), "-o", str(out), "--image", IMAGE, *extra]) == 0
     return list(yaml.safe_load_all(out.read_text()))
 
 

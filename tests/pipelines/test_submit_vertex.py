@@ -26,6 +26,8 @@ SEGMENTATION = f"{PROJECT_ROOT}/configs/pipelines/shapes_segmentation.yaml"
 BUCKET = "vision-bucket"
 ROOT = f"gs://{BUCKET}/pipeline-root"
 PROJECT = "test-project"
+# A cluster pulls the steps' image: every submission names one it could pull.
+IMAGE = "registry.example/vision-pipelines:test"
 REGION = "us-central1"
 
 gcs = emulator_fixture(scope="module", bucket=BUCKET)
@@ -59,6 +61,11 @@ def _vertex_args(fake, project=PROJECT):
     return ["--vertex", "--project", project, "--region", REGION, "--api-endpoint", fake.endpoint]
 
 
+def _create_args(fake, project=PROJECT):
+    """`_vertex_args` for submit and schedule CONFIG, which also name the steps' image."""
+    return [*_vertex_args(fake, project), "--image", IMAGE]
+
+
 def _kfp_tasks(config_path, overrides=None):
     config = load_pipeline_config(config_path, overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +81,7 @@ def _all_tasks(spec):
 
 def test_submit_sends_the_compiled_pipeline_and_run_settings(vertex, capsys):
     code = cli_main(
-        ["submit", SEGMENTATION, *_vertex_args(vertex), "--pipeline-root", ROOT,
+        ["submit", SEGMENTATION, *_create_args(vertex), "--pipeline-root", ROOT,
          "--run-name", "seg-1", "--set", "gate.min_value=0.9", "--label", "team=vision",
          "--label", "env=dev", "--service-account", "runner@test-project.iam.gserviceaccount.com",
          "--network", "projects/123/global/networks/vpc"]
@@ -119,7 +126,7 @@ def test_submit_sends_the_compiled_pipeline_and_run_settings(vertex, capsys):
 
 
 def test_no_cache_turns_caching_off_for_every_step(vertex, capsys):
-    args = ["submit", SEGMENTATION, *_vertex_args(vertex), "--pipeline-root", ROOT]
+    args = ["submit", SEGMENTATION, *_create_args(vertex), "--pipeline-root", ROOT]
     assert cli_main([*args, "--no-cache"]) == 0, capsys.readouterr().err
     (created,) = vertex.calls("POST", "/pipelineJobs")
     tasks = _all_tasks(created["body"]["pipelineSpec"])
@@ -128,7 +135,7 @@ def test_no_cache_turns_caching_off_for_every_step(vertex, capsys):
 
 
 def test_submit_records_the_run_in_an_experiment(vertex, capsys):
-    args = ["submit", SEGMENTATION, *_vertex_args(vertex), "--pipeline-root", ROOT]
+    args = ["submit", SEGMENTATION, *_create_args(vertex), "--pipeline-root", ROOT]
     assert cli_main([*args, "--experiment", "nightly"]) == 0, capsys.readouterr().err
     assert "experiment 'nightly'" in capsys.readouterr().out
     (created,) = vertex.calls("POST", "/metadataStores/default/contexts")
@@ -140,7 +147,7 @@ def test_submit_records_the_run_in_an_experiment(vertex, capsys):
 
 
 def test_the_config_root_is_used_when_it_is_gs_and_refused_otherwise(vertex, capsys):
-    args = ["submit", SEGMENTATION, *_vertex_args(vertex)]
+    args = ["submit", SEGMENTATION, *_create_args(vertex)]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     assert "--pipeline-root: Vertex AI Pipelines writes every artifact to Cloud Storage" in err
@@ -155,7 +162,7 @@ def test_the_config_root_is_used_when_it_is_gs_and_refused_otherwise(vertex, cap
 
 def test_schedule_create_list_pause_resume_delete(vertex, capsys):
     code = cli_main(
-        ["schedule", SEGMENTATION, *_vertex_args(vertex), "--pipeline-root", ROOT,
+        ["schedule", SEGMENTATION, *_create_args(vertex), "--pipeline-root", ROOT,
          "--cron", "0 3 * * 1", "--name", "weekly", "--max-concurrency", "2",
          "--label", "team=vision", "--service-account", "runner@x.iam.gserviceaccount.com",
          "--set", "gate.min_value=0.8"]
@@ -201,7 +208,7 @@ def test_schedule_create_list_pause_resume_delete(vertex, capsys):
 
 
 def test_a_schedule_without_cache_never_reuses_outputs(vertex, capsys):
-    args = ["schedule", SEGMENTATION, *_vertex_args(vertex), "--pipeline-root", ROOT]
+    args = ["schedule", SEGMENTATION, *_create_args(vertex), "--pipeline-root", ROOT]
     assert cli_main([*args, "--cron", "0 3 * * *", "--no-cache"]) == 0, capsys.readouterr().err
     (created,) = vertex.calls("POST", "/schedules")
     tasks = _all_tasks(created["body"]["createPipelineJobRequest"]["pipelineJob"]["pipelineSpec"])
@@ -209,7 +216,7 @@ def test_a_schedule_without_cache_never_reuses_outputs(vertex, capsys):
 
 
 def test_api_refusals_name_what_to_check(vertex, capsys):
-    args = ["submit", SEGMENTATION, *_vertex_args(vertex, project="other-project")]
+    args = ["submit", SEGMENTATION, *_create_args(vertex, project="other-project")]
     assert cli_main([*args, "--pipeline-root", ROOT]) == 2
     err = capsys.readouterr().err
     assert "Vertex AI in other-project/us-central1: permission denied for the pipeline run" in err
@@ -218,7 +225,7 @@ def test_api_refusals_name_what_to_check(vertex, capsys):
 
 def test_missing_credentials_are_explained(gcs, no_credentials, capsys):
     args = ["submit", SEGMENTATION, "--vertex", "--project", PROJECT, "--region", REGION]
-    assert cli_main([*args, "--pipeline-root", ROOT]) == 2
+    assert cli_main([*args, "--pipeline-root", ROOT, "--image", IMAGE]) == 2
     err = capsys.readouterr().err
     assert "no Google Cloud credentials found" in err
     assert "gcloud auth application-default login" in err
@@ -246,13 +253,40 @@ def test_missing_extra_names_the_install_command(monkeypatch, capsys):
     ],
 )
 def test_bad_vertex_arguments_fail_before_any_request(vertex, capsys, argv, message):
-    assert cli_main([*argv, *_vertex_args(vertex), "--pipeline-root", ROOT]) == 2
+    assert cli_main([*argv, *_create_args(vertex), "--pipeline-root", ROOT]) == 2
     assert message in capsys.readouterr().err
     assert vertex.requests == []
 
 
+@pytest.mark.parametrize("command", [["submit"], ["schedule", "--cron", "0 3 * * 1"]])
+def test_an_unpullable_image_is_refused_before_any_request(vertex, capsys, command):
+    argv = [command[0], SEGMENTATION, *command[1:], *_vertex_args(vertex), "--pipeline-root", ROOT]
+    assert cli_main([*argv, "--image", "localhost/vision-pipelines:0.1.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--image: image 'localhost/vision-pipelines:0.1.0' cannot be pulled" in err
+    assert vertex.requests == [] and vertex.project_number_lookups == []
+
+
+def test_a_vertex_job_runs_the_pushed_digest(vertex, capsys):
+    from pipelines.image_ref import make_image_record, write_image_record
+
+    digest = "sha256:" + "cd" * 32
+    pinned = f"{IMAGE.rsplit(':', 1)[0]}@{digest}"
+    write_image_record(make_image_record(IMAGE, digest))
+    args = ["submit", SEGMENTATION, *_create_args(vertex), "--pipeline-root", ROOT]
+    assert cli_main(args) == 0, capsys.readouterr().err
+    assert f"image: {pinned}" in capsys.readouterr().out
+    (created,) = vertex.calls("POST", "/pipelineJobs")
+    spec = created["body"]["pipelineSpec"]
+    executors = spec["deploymentSpec"]["executors"].values()
+    assert [e["container"]["image"] for e in executors] == [pinned] * 5
+    runtime = created["body"]["runtimeConfig"]["parameterValues"]
+    assert runtime["code_version"] == f"image:{digest}"
+
+
 def test_an_unknown_region_is_refused_before_any_request(vertex, capsys):
     args = ["submit", SEGMENTATION, "--vertex", "--project", PROJECT, "--region", "mars-1"]
+    args += ["--image", IMAGE]
     assert cli_main([*args, "--api-endpoint", vertex.endpoint, "--pipeline-root", ROOT]) == 2
     assert "--region 'mars-1': Unsupported region for Vertex AI" in capsys.readouterr().err
     assert vertex.requests == []
@@ -261,7 +295,7 @@ def test_an_unknown_region_is_refused_before_any_request(vertex, capsys):
 def test_backend_choice_is_checked(capsys):
     assert cli_main(["submit", SEGMENTATION, "--vertex", "--region", REGION]) == 2
     assert "--vertex: give --project PROJECT_ID and --region REGION" in capsys.readouterr().err
-    kfp = ["submit", SEGMENTATION, "--kfp-host", "http://127.0.0.1:9"]
+    kfp = ["submit", SEGMENTATION, "--kfp-host", "http://127.0.0.1:9", "--image", IMAGE]
     assert cli_main([*kfp, "--label", "a=b", "--project", "p"]) == 2
     assert "--project, --label: only for Vertex AI (--vertex)" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: one of --kfp-host / --vertex is required

@@ -75,3 +75,57 @@ def test_unimplemented_backends_say_so(inputs, monkeypatch):
     inputs["registry_uri"] = "s3://bucket/registry"
     with pytest.raises(NotImplementedError, match="s3:// backend"):
         run(metrics={"mean_iou": 0.7}, **inputs)
+
+
+# --- the lineage a pipeline's push step records ---------------------------------------------
+
+PINNED = "registry.example/vision-pipelines@sha256:" + "ab" * 32
+
+
+def test_the_step_reports_the_code_it_runs(monkeypatch):
+    from components.push_model.step import pipeline_lineage
+
+    base = {"dataset_fingerprint": "fp-1", "parent_run": "run-7"}
+    # The image bakes its code version in: that, not the compile-time value, is what ran.
+    monkeypatch.setenv("VISION_PIPELINES_CODE_VERSION", "0.1.0+gabc1234")
+    lineage = pipeline_lineage(base, image=PINNED, code_version="image:sha256:ab")
+    assert lineage == {**base, "image": PINNED, "code_version": "0.1.0+gabc1234"}
+    # Unset or empty (an image built without CODE_VERSION): the compile-time value.
+    monkeypatch.setenv("VISION_PIPELINES_CODE_VERSION", "")
+    assert pipeline_lineage(base, PINNED, "0.1.0+gdef")["code_version"] == "0.1.0+gdef"
+    monkeypatch.delenv("VISION_PIPELINES_CODE_VERSION")
+    assert pipeline_lineage(base, "", "0.1.0+gdef")["image"] is None
+    assert base == {"dataset_fingerprint": "fp-1", "parent_run": "run-7"}  # Not modified.
+
+
+def test_the_kfp_push_op_records_image_and_code_version(inputs, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from components.kfp_ops import push_op
+
+    monkeypatch.setenv("VISION_PIPELINES_CODE_VERSION", "0.1.0+gabc1234")
+    model = SimpleNamespace(
+        path=os.path.dirname(inputs["saved_model_dir"]),
+        uri="gs://root/train/model",
+        metadata={"config_hash": "sha256:cfg"},
+    )
+    dataset = SimpleNamespace(
+        path="", uri="gs://root/convert/dataset", metadata={"fingerprint": "fp"}
+    )
+    result = push_op(
+        model=model,
+        dataset=dataset,
+        metrics={"mean_iou": 0.7},
+        experiment_yaml="task: {}\n",
+        registry_uri=inputs["registry_uri"],
+        model_name="seg",
+        alias="champion",
+        code_version="image:sha256:" + "ab" * 32,
+        run_name="run-9",
+        image=PINNED,
+    )
+    lineage = open_registry(inputs["registry_uri"]).get_version("seg", result["version"]).lineage
+    assert lineage["image"] == PINNED
+    assert lineage["code_version"] == "0.1.0+gabc1234"
+    assert lineage["parent_run"] == "run-9" and lineage["dataset_fingerprint"] == "fp"
+    assert lineage["config_hash"] == "sha256:cfg"
