@@ -9,16 +9,17 @@
 # copied into a layer:  --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt
 ARG BASE_IMAGE=python:3.11-slim
 
-FROM ${BASE_IMAGE} AS build
+FROM ${BASE_IMAGE} AS deps
 ARG TENSORFLOW="tensorflow==2.21.*"
 ARG EXTRAS=vertex
 ARG PIP_VERSION=24.3.1
 WORKDIR /src
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md ./
-# The dependencies alone first, read from pyproject.toml, so this (large) layer is rebuilt only
-# when they change, not on every code change. pip's download cache is a build cache mount.
+COPY pyproject.toml ./
+# The dependencies alone first, read from pyproject.toml (only), so this large layer is rebuilt
+# only when pyproject.toml changes, not on every code or README change. pip's download cache is a
+# build cache mount.
 RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && python3 -m venv /opt/venv \
@@ -29,6 +30,9 @@ reqs = [r for r in p["dependencies"] if not r.startswith("tensorflow=")]; \
 reqs += [r for e in extras for r in p["optional-dependencies"][e]]; \
 print("\n".join(reqs + [sys.argv[1]]))' "${TENSORFLOW}" "${EXTRAS}" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
+# The project's wheel, in a stage of its own so the dependency venv above stays as installed.
+FROM deps AS build
+COPY README.md ./
 COPY vision_core ./vision_core
 COPY components ./components
 COPY pipelines ./pipelines
@@ -43,8 +47,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TF_USE_LEGACY_KERAS=1 \
     TF_CPP_MIN_LOG_LEVEL=2
-# Layer 1: the dependencies, copied once (nothing later deletes from it).
-COPY --from=build /opt/venv /opt/venv
+# Layer 1: the dependencies, copied once (nothing later deletes from it); reused from the cache
+# while pyproject.toml is unchanged.
+COPY --from=deps /opt/venv /opt/venv
 # Layer 2: the project itself (a few MB), installed from the wheel through a bind mount, so the
 # wheel never becomes a layer of its own.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
