@@ -240,6 +240,9 @@ def build(
         f"{LABEL}.base": base,
         f"{LABEL}.tensorflow": tensorflow,
         f"{LABEL}.extras": extras,
+        # The baked-in code version names a commit: a new commit builds again (only the small
+        # project layer and the labels change; the dependency layers come from the cache).
+        "org.opencontainers.image.version": code_version,
     }
     have = engine.labels(image)
     start = time.monotonic()
