@@ -39,7 +39,8 @@ COPY pipelines ./pipelines
 COPY configs ./configs
 RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
-    && pip wheel --no-deps --wheel-dir /wheels .
+    && pip wheel --no-deps --wheel-dir /wheels . \
+    && pip install --no-deps --no-index --root /staging /wheels/*.whl
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
@@ -50,11 +51,11 @@ ENV PATH=/opt/venv/bin:$PATH \
 # Layer 1: the dependencies, copied once (nothing later deletes from it); reused from the cache
 # while pyproject.toml is unchanged.
 COPY --from=deps /opt/venv /opt/venv
-# Layer 2: the project itself (a few MB), installed from the wheel through a bind mount, so the
-# wheel never becomes a layer of its own.
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
-    && useradd --create-home --uid 1000 vision
+# Layer 2: the project itself (a few MB), installed from its wheel in the build stage under
+# /staging and copied to where pip put it (/opt/venv/...). A COPY is cached by its content, so a
+# code change always reaches the image (a RUN with a bind mount would be cached by its text).
+COPY --from=build /staging/ /
+RUN useradd --create-home --uid 1000 vision
 COPY configs /opt/vision-pipelines/configs
 # Last, so a new commit changes no file layer: the code version the step cache keys and the
 # registry lineage record (pipelines/training.py reads it).

@@ -9,8 +9,10 @@ success (see pipelines/docker_runner.py).
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -89,17 +91,35 @@ def test_image_knows_its_code_version_and_carries_each_file_once(client, image):
     # No ENTRYPOINT: KFP's DockerRunner, Kubernetes and Vertex run the step's own command.
     assert not image.attrs["Config"].get("Entrypoint")
     assert image.attrs["Config"]["User"] == "1000"
-    # Layers above the base: the dependencies (copied once), the project, the configs. Nothing
-    # is deleted by a later layer, so the image is the sum of its layers.
+    # Layers above the base: the dependencies (copied once), the project, the user, the configs.
+    # Nothing is deleted by a later layer, so the image is the sum of its layers.
     base = client.images.get(labels["org.vision-pipelines.base"])
     layers = [entry for entry in image.history() if entry["Size"] > 0]
     base_layers = [entry for entry in base.history() if entry["Size"] > 0]
     added = layers[: len(layers) - len(base_layers)]
-    assert len(added) == 3, [entry["CreatedBy"][:80] for entry in added]
-    venv, project, configs = sorted(added, key=lambda e: -e["Size"])
-    assert "/opt/venv" in venv["CreatedBy"]
-    assert project["Size"] < 50e6 and configs["Size"] < 5e6
+    assert len(added) == 4, [entry["CreatedBy"][:80] for entry in added]
+    venv, project, *small = sorted(added, key=lambda e: -e["Size"])
+    assert "/opt/venv" in venv["CreatedBy"] and venv["Size"] > 1e9
+    assert project["Size"] < 50e6 and all(e["Size"] < 1e6 for e in small)
     assert abs(sum(e["Size"] for e in layers) - image.attrs["Size"]) < 0.01 * image.attrs["Size"]
+
+
+def test_the_image_runs_this_checkouts_code(client, image):
+    """Every module of the three packages in the image is the checkout's, byte for byte (a
+    builder that reuses a stale layer would fail this)."""
+    script = (
+        "import hashlib, json, pathlib, components, pipelines, vision_core; "
+        "print(json.dumps({str(p.relative_to(pathlib.Path(m.__file__).parent.parent)): "
+        "hashlib.sha256(p.read_bytes()).hexdigest() for m in (components, pipelines, vision_core) "
+        "for p in pathlib.Path(m.__file__).parent.rglob('*.py')}))"
+    )
+    inside = json.loads(client.containers.run(image.id, ["python3", "-c", script], remove=True))
+    here = {
+        str(p.relative_to(PROJECT_ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for package in ("components", "pipelines", "vision_core")
+        for p in pathlib.Path(PROJECT_ROOT, package).rglob("*.py")
+    }
+    assert inside == here
 
 
 def test_a_failing_step_fails_the_run_even_though_its_container_is_gone(
