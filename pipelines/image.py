@@ -245,6 +245,7 @@ def build(
         "org.opencontainers.image.version": code_version,
     }
     have = engine.labels(image)
+    previous = (engine.inspect(image) or {}).get("Id")
     start = time.monotonic()
     if not force and all(have.get(k) == v for k, v in wanted.items()):
         print(f"image: {image} is up to date (same sources, base and build arguments)")
@@ -273,6 +274,7 @@ def build(
         if result.returncode != 0:
             raise ImageError(f"{engine.name} build failed (exit {result.returncode}), see above")
         seconds = round(time.monotonic() - start, 1)
+        _drop_replaced(engine, previous, image)
     info = engine.inspect(image) or {}
     layers = layer_table(engine, image)
     record = {
@@ -291,6 +293,14 @@ def build(
         _write_json(_build_record_path(), record)
     _print_layers(record)
     return record
+
+
+def _drop_replaced(engine: Engine, previous: str | None, image: str) -> None:
+    """Removes the image the tag pointed to before this build, now untagged, so rebuilds do not
+    pile up 3 GB images (their shared layers stay; the build cache is not touched)."""
+    current = (engine.inspect(image) or {}).get("Id")
+    if previous and current and previous != current and engine.name != "buildah":
+        engine.run("rmi", previous, check=False)  # still in use (a container): kept
 
 
 def _print_layers(record: dict) -> None:
