@@ -32,6 +32,8 @@ if not IMAGE:
     pytest.skip("VISION_PIPELINES_TEST_IMAGE is not set (make test-image)", allow_module_level=True)
 
 CLI = [sys.executable, "-m", "pipelines.cli"]
+sys.path.insert(0, os.path.join(PROJECT_ROOT, "benchmarks"))
+from container_run import SMALL as SMALL_RUN  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -148,20 +150,9 @@ def test_a_failing_step_fails_the_run_even_though_its_container_is_gone(
 
 
 def _run_shapes(tmp_path, *extra):
+    # The shrunk shapes run the benchmark times (96 images, 40 steps), with a gate it must pass.
     overrides = {
-        "dataset.shapes.num_train": 96,
-        "dataset.shapes.num_validation": 24,
-        "dataset.num_shards": 2,
-        "experiment.overrides": json.dumps(
-            {
-                "trainer": {
-                    "train_steps": 40,
-                    "validation_interval": 40,
-                    "steps_per_loop": 20,
-                    "checkpoint_interval": 20,
-                }
-            }
-        ),
+        **SMALL_RUN,
         "gate.min_value": 0.2,
         "pipeline_root": str(tmp_path / "root"),
         "registry.uri": str(tmp_path / "registry"),
@@ -204,8 +195,24 @@ def test_beam_portable_runner_with_sdk_workers_in_the_image(tmp_path, client, im
     The workers run as the image's user (1000), so the shards they write are owned by it."""
     from components.convert_dataset import pipeline as convert
 
-    shapes = {"num_train": 24, "num_validation": 8, "image_size": (48, 48), "seed": 5}
     shared = tmp_path / "shared"
+
+    def convert_shapes(output_dir, beam_args=()):
+        convert.run(
+            source="shapes",
+            source_dir=str(shared / "src"),
+            output_dir=str(output_dir),
+            shapes_options={
+                "num_train": 24,
+                "num_validation": 8,
+                "image_size": (48, 48),
+                "seed": 5,
+            },
+            num_shards=2,
+            progress=False,
+            beam_args=list(beam_args),
+        )
+
     shared.mkdir()
     os.chmod(shared, 0o777)
     port = _free_port()
@@ -219,13 +226,8 @@ def test_beam_portable_runner_with_sdk_workers_in_the_image(tmp_path, client, im
     old_umask = os.umask(0)  # the launcher's folders must be writable by the workers' user
     try:
         _wait_for_port(port)
-        convert.run(
-            source="shapes",
-            source_dir=str(shared / "src"),
-            output_dir=str(shared / "portable"),
-            shapes_options=shapes,
-            num_shards=2,
-            progress=False,
+        convert_shapes(
+            shared / "portable",
             beam_args=[
                 "--runner=PortableRunner",
                 "--job_endpoint=embed",
@@ -237,14 +239,7 @@ def test_beam_portable_runner_with_sdk_workers_in_the_image(tmp_path, client, im
         os.umask(old_umask)
         logs = pool.logs().decode(errors="replace")
         pool.remove(force=True)
-    convert.run(
-        source="shapes",
-        source_dir=str(shared / "src"),
-        output_dir=str(tmp_path / "direct"),
-        shapes_options=shapes,
-        num_shards=2,
-        progress=False,
-    )
+    convert_shapes(tmp_path / "direct")
     portable = _files(shared / "portable")
     direct = _files(tmp_path / "direct")
     assert sorted(portable) == sorted(direct)
