@@ -40,7 +40,7 @@ COPY configs ./configs
 RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && pip wheel --no-deps --wheel-dir /wheels . \
-    && pip install --no-deps --no-index --root /staging /wheels/*.whl
+    && pip install --no-deps --no-index --no-warn-script-location --root /staging /wheels/*.whl
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \

@@ -90,6 +90,9 @@ def test_image_knows_its_code_version_and_carries_each_file_once(client, image):
         remove=True,
     )
     assert out.decode().strip() == version
+    # The console script (installed under /staging, then copied) runs the venv's Python.
+    usage = client.containers.run(image.id, ["vision-pipelines", "--help"], remove=True)
+    assert usage.decode().startswith("usage: vision-pipelines")
     # No ENTRYPOINT: KFP's DockerRunner, Kubernetes and Vertex run the step's own command.
     assert not image.attrs["Config"].get("Entrypoint")
     assert image.attrs["Config"]["User"] == "1000"
