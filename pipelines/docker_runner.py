@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -125,7 +126,14 @@ def resolve_local_image(client: Any, image: str) -> tuple[str, str]:
 
 
 def step_container(client, image: str, command: list, volumes: dict, **run_args) -> int:
-    """KFP's `run_docker_container`, but the exit code is read before the container goes."""
+    """KFP's `run_docker_container`, made reliable on Docker and podman alike.
+
+    The exit code comes from waiting on the container, which is only removed after that (never
+    from whether it still exists). The log is streamed live from another thread with no read
+    timeout (a step may print nothing for minutes); a stream that ends early or hangs (podman
+    4's follow on a container that already exited can hang) is closed once the container has
+    exited, and whatever it had not printed yet is printed from the complete log.
+    """
     container = client.containers.run(
         image=image,
         command=command,
@@ -136,12 +144,48 @@ def step_container(client, image: str, command: list, volumes: dict, **run_args)
         **run_args,
     )
     try:
-        for chunk in container.logs(stream=True, follow=True):
-            print(chunk.decode(errors="replace"), end="")
-        return int(container.wait()["StatusCode"])
+        log_api = _untimed_api(client)
+        stream = log_api.logs(container.id, stream=True, follow=True)
+        lock = threading.Lock()
+        state = {"printed": 0, "stopped": False, "complete": False}
+
+        def pump() -> None:
+            with contextlib.suppress(Exception):
+                for chunk in stream:
+                    with lock:
+                        if state["stopped"]:
+                            return
+                        print(chunk.decode(errors="replace"), end="", flush=True)
+                        state["printed"] += len(chunk)
+                state["complete"] = True
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        code = int(client.api.wait(container.id, timeout=None)["StatusCode"])
+        reader.join(timeout=LOG_GRACE_SECONDS)
+        with lock:
+            state["stopped"] = True
+            if not state["complete"]:
+                stream.close()
+                full = client.api.logs(container.id, stream=False)
+                print(full[state["printed"] :].decode(errors="replace"), end="", flush=True)
+        return code
     finally:
         with contextlib.suppress(Exception):
             container.remove(force=True)
+
+
+# How long the log stream may take to end after its container has exited.
+LOG_GRACE_SECONDS = 5.0
+
+
+def _untimed_api(client: Any) -> Any:
+    """An API client like `client`'s but without a read timeout, for following logs."""
+    import docker
+
+    if os.environ.get("DOCKER_HOST"):
+        return docker.from_env(timeout=None).api
+    return client.api
 
 
 def make_runner(run_name: str, mounts: Iterable[tuple[str, bool]]) -> Any:

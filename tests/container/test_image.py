@@ -128,14 +128,22 @@ def test_the_image_runs_this_checkouts_code(client, image):
 
 
 def test_a_failing_step_fails_the_run_even_though_its_container_is_gone(
-    tmp_path, api, client, image, monkeypatch
+    tmp_path, api, client, image, monkeypatch, capsys
 ):
     from kfp import dsl, local
 
     from pipelines import docker_runner
 
-    assert docker_runner.step_container(client, image.id, ["sh", "-c", "exit 3"], {}) == 3
-    assert docker_runner.step_container(client, image.id, ["true"], {}) == 0
+    monkeypatch.setenv("DOCKER_HOST", api)
+    # Quick exits (the container may be gone from the log stream's view before it opens), and a
+    # step that pauses and writes to both streams: the exit code and every line arrive, in order.
+    for _ in range(5):
+        assert docker_runner.step_container(client, image.id, ["sh", "-c", "exit 3"], {}) == 3
+        assert docker_runner.step_container(client, image.id, ["true"], {}) == 0
+    script = "echo first; sleep 2; echo second >&2; exit 4"
+    assert docker_runner.step_container(client, image.id, ["sh", "-c", script], {}) == 4
+    out = capsys.readouterr().out
+    assert out.index("first") < out.index("second")
 
     @dsl.component(base_image=image.tags[0], install_kfp_package=False)
     def fails() -> str:
@@ -144,7 +152,6 @@ def test_a_failing_step_fails_the_run_even_though_its_container_is_gone(
         sys.exit(3)
 
     # Through KFP's own runner: the exit code decides, not whether the container still exists.
-    monkeypatch.setenv("DOCKER_HOST", api)
     local.init(runner=local.DockerRunner(), pipeline_root=str(tmp_path), raise_on_error=True)
     with docker_runner.kfp_step_containers(), pytest.raises(RuntimeError, match="FAILURE"):
         fails()
