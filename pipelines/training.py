@@ -7,10 +7,8 @@ every task; `config.task` picks the evaluate step (mIoU for segmentation, accura
 classification) and its parameters.
 """
 
-import hashlib
 import json
 import os
-import subprocess
 from typing import Any
 
 from kfp import dsl
@@ -83,24 +81,12 @@ def code_version() -> str:
     an image build that has no git checkout).
     """
     import vision_core
+    from pipelines.image import git_code_version
 
     if os.environ.get(CODE_VERSION_ENV):
         return os.environ[CODE_VERSION_ENV]
-    version = vision_core.__version__
-    root = __file__.rsplit("/", 2)[0]
-
-    def git(*args: str) -> bytes:
-        return subprocess.run(["git", *args], capture_output=True, check=True, cwd=root).stdout
-
-    try:
-        sha = git("rev-parse", "--short", "HEAD").decode().strip()
-        diff = git("diff", "HEAD", "--binary")
-        version += f"+g{sha}"
-        if diff.strip():
-            version += ".dirty" + hashlib.sha256(diff).hexdigest()[:10]
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return version
+    # The same string `make image` bakes into the image (pipelines/image.py).
+    return git_code_version(__file__.rsplit("/", 2)[0], vision_core.__version__)
 
 
 # `build_pipeline`'s `code_version` parameter hides the function inside it.
