@@ -322,7 +322,13 @@ def push(reference: str, source: str, *, tls_verify: bool = True, engine=None) -
     engine.run("tag", source, reference)
     args = ["push"]
     if not tls_verify:
-        args.append("--tls-verify=false" if engine.name != "docker" else "--quiet")
+        if engine.name == "docker":
+            # Docker has no per-push switch: plain-HTTP registries are daemon settings.
+            raise ImageError(
+                "--tls-verify false: Docker takes plain-HTTP registries only from its daemon's "
+                '"insecure-registries" setting (daemon.json); add the registry there instead'
+            )
+        args.append("--tls-verify=false")
     with tempfile.TemporaryDirectory() as tmp:
         digest_file = os.path.join(tmp, "digest")
         if engine.name != "docker":
